@@ -20,7 +20,10 @@ fn tiny(spec: &TinySpec) -> (tempfile::TempDir, PathBuf, Arc<Model>) {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn prompts() -> Vec<Vec<u32>> {
@@ -46,10 +49,18 @@ fn batched_matches_single(spec: TinySpec) {
     // Three steps, all sequences in one forward pass each.
     let mut batched = Vec::new();
     for step in 0..3u32 {
-        let steps: Vec<(u64, u32)> = seqs.iter().enumerate().map(|(i, &s)| (s, 50 + step * 3 + i as u32)).collect();
+        let steps: Vec<(u64, u32)> = seqs
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| (s, 50 + step * 3 + i as u32))
+            .collect();
         let passes = engine.counters().forward_passes;
         batched.push(engine.decode(&steps).expect("batched decode"));
-        assert_eq!(engine.counters().forward_passes, passes + 1, "one pass per batched step");
+        assert_eq!(
+            engine.counters().forward_passes,
+            passes + 1,
+            "one pass per batched step"
+        );
     }
     // Each sequence alone, on a fresh engine.
     for (i, p) in prompts().iter().enumerate() {
@@ -57,9 +68,14 @@ fn batched_matches_single(spec: TinySpec) {
         let s = solo.new_sequence();
         solo.prefill(s, p).expect("prefill");
         for (step, batch_out) in batched.iter().enumerate() {
-            let logits = solo.decode(&[(s, 50 + step as u32 * 3 + i as u32)]).expect("decode");
+            let logits = solo
+                .decode(&[(s, 50 + step as u32 * 3 + i as u32)])
+                .expect("decode");
             let diff = max_abs_diff(&logits[0], &batch_out[i]);
-            assert!(diff < 1e-4, "seq {i} step {step}: batched differs from single by {diff}");
+            assert!(
+                diff < 1e-4,
+                "seq {i} step {step}: batched differs from single by {diff}"
+            );
         }
     }
 }
@@ -84,15 +100,24 @@ fn fork_matches_recompute(spec: TinySpec) {
     let a = engine.fork(root).expect("fork");
     let b = engine.fork(root).expect("fork");
     let after = engine.counters();
-    assert_eq!(after.prompt_tokens_computed, before.prompt_tokens_computed, "a fork recomputes nothing");
-    assert_eq!(after.forward_passes, before.forward_passes, "a fork runs no forward pass");
-    assert_eq!(after.tokens_reused - before.tokens_reused, 2 * prompt.len() as u64);
+    assert_eq!(
+        after.prompt_tokens_computed, before.prompt_tokens_computed,
+        "a fork recomputes nothing"
+    );
+    assert_eq!(
+        after.forward_passes, before.forward_passes,
+        "a fork runs no forward pass"
+    );
+    assert_eq!(
+        after.tokens_reused - before.tokens_reused,
+        2 * prompt.len() as u64
+    );
 
     // Continue the forks with different tokens, in one batch, for several steps.
     let conts: [Vec<u32>; 2] = [vec![7, 80, 81, 200], vec![9, 150, 33, 34]];
     let mut forked: [Vec<Vec<f32>>; 2] = [Vec::new(), Vec::new()];
-    for step in 0..4 {
-        let out = engine.decode(&[(a, conts[0][step]), (b, conts[1][step])]).expect("decode");
+    for (&ta, &tb) in conts[0].iter().zip(&conts[1]) {
+        let out = engine.decode(&[(a, ta), (b, tb)]).expect("decode");
         forked[0].push(out[0].clone());
         forked[1].push(out[1].clone());
     }
@@ -108,7 +133,10 @@ fn fork_matches_recompute(spec: TinySpec) {
         let all = fresh.score(s, &full).expect("score");
         for step in 0..4 {
             let diff = max_abs_diff(&all[prompt.len() + step], &forked[k][step]);
-            assert!(diff < 1e-4, "fork {k} step {step} differs from recompute by {diff}");
+            assert!(
+                diff < 1e-4,
+                "fork {k} step {step} differs from recompute by {diff}"
+            );
         }
     }
     let mut fresh = Engine::new(model, 1 << 30);
@@ -116,7 +144,10 @@ fn fork_matches_recompute(spec: TinySpec) {
     let mut full = prompt.clone();
     full.push(5);
     let direct = fresh.prefill(s, &full).expect("prefill");
-    assert!(max_abs_diff(&direct, &parent_next[0]) < 1e-4, "parent cache was corrupted by a fork");
+    assert!(
+        max_abs_diff(&direct, &parent_next[0]) < 1e-4,
+        "parent cache was corrupted by a fork"
+    );
 }
 
 #[test]
@@ -153,17 +184,23 @@ fn shared_prefix_is_reused_not_recomputed() {
 fn kv_memory_is_shared_and_bounded() {
     let (_d, _p, model) = tiny(&TinySpec::llama());
     let layout = model.kv_layout();
-    let block_bytes = layout.n_layer * 2 * layout.n_kv_head * layout.head_dim * 16 * 4;
+    let block_bytes = layout.n_layer * 2 * layout.n_kv_head * layout.head_dim * 16 * 2;
     let mut engine = Engine::new(model, 4 * block_bytes);
     let root = engine.new_sequence();
-    engine.prefill(root, &(0..32).map(|i| 40 + i).collect::<Vec<u32>>()).expect("two blocks");
+    engine
+        .prefill(root, &(0..32).map(|i| 40 + i).collect::<Vec<u32>>())
+        .expect("two blocks");
     assert_eq!(engine.kv_used_bytes(), 2 * block_bytes);
     // Forks share the two full blocks: no memory until they write.
     let forks: Vec<u64> = (0..10).map(|_| engine.fork(root).expect("fork")).collect();
     assert_eq!(engine.kv_used_bytes(), 2 * block_bytes);
-    engine.decode(&[(forks[0], 1), (forks[1], 2)]).expect("two new blocks fit");
+    engine
+        .decode(&[(forks[0], 1), (forks[1], 2)])
+        .expect("two new blocks fit");
     assert_eq!(engine.kv_used_bytes(), 4 * block_bytes);
-    let err = engine.decode(&[(forks[2], 3)]).expect_err("budget exceeded");
+    let err = engine
+        .decode(&[(forks[2], 3)])
+        .expect_err("budget exceeded");
     assert!(matches!(err, EngineError::KvBudgetExceeded { .. }), "{err}");
     // The failed sequence is intact and usable once memory is freed.
     assert_eq!(engine.len(forks[2]).expect("len"), 32);
@@ -186,7 +223,8 @@ fn sampling_is_deterministic_per_seed() {
             seed,
             ..SamplingParams::default()
         };
-        let g = generate::generate(&mut engine, &prompt, &params, 24, |_, _| true).expect("generate");
+        let g =
+            generate::generate(&mut engine, &prompt, &params, 24, |_, _| true).expect("generate");
         g.tokens.iter().map(|t| t.id).collect::<Vec<_>>()
     };
     let a = run(1);
@@ -226,7 +264,10 @@ fn chat_template_and_special_tokens() {
     let start = model.tokenizer.piece_id("<|im_start|>").expect("special");
     assert_eq!(ids[0], start, "markup is one special token");
     let text = model.tokenizer.decode(&ids).expect("decode");
-    assert_eq!(text, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    assert_eq!(
+        text,
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    );
     let raw = generate::build_prompt(&model, "hi", PromptFormat::Raw).expect("raw");
     assert_eq!(model.tokenizer.decode(&raw).expect("decode"), "hi");
     assert!(matches!(
@@ -241,21 +282,37 @@ fn bad_token_and_context_overflow_are_errors() {
     let mut engine = Engine::new(model.clone(), 1 << 30);
     let s = engine.new_sequence();
     let err = engine.prefill(s, &[1, 2, 99_999]).expect_err("bad id");
-    assert!(matches!(err, EngineError::InvalidToken { id: 99_999, .. }), "{err}");
-    assert_eq!(engine.len(s).expect("len"), 0, "a failed pass leaves the sequence unchanged");
+    assert!(
+        matches!(err, EngineError::InvalidToken { id: 99_999, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        engine.len(s).expect("len"),
+        0,
+        "a failed pass leaves the sequence unchanged"
+    );
     let long = "a".repeat(400);
     let err = generate::build_prompt(&model, &long, PromptFormat::Raw).expect_err("too long");
-    assert!(matches!(err, EngineError::ContextOverflow { context: 256, .. }), "{err}");
+    assert!(
+        matches!(err, EngineError::ContextOverflow { context: 256, .. }),
+        "{err}"
+    );
     let err = engine.prefill(s, &vec![40; 300]).expect_err("too long");
     assert!(matches!(err, EngineError::ContextOverflow { .. }), "{err}");
     let err = engine.decode(&[(s, 1), (s, 2)]).expect_err("duplicate");
     assert!(matches!(err, EngineError::InvalidParameter(_)), "{err}");
-    assert!(matches!(engine.decode(&[(12345, 1)]), Err(EngineError::UnknownSequence(12345))));
+    assert!(matches!(
+        engine.decode(&[(12345, 1)]),
+        Err(EngineError::UnknownSequence(12345))
+    ));
     let bad = SamplingParams {
         top_p: 0.0,
         ..SamplingParams::default()
     };
-    assert!(matches!(bad.validate(), Err(EngineError::InvalidParameter(_))));
+    assert!(matches!(
+        bad.validate(),
+        Err(EngineError::InvalidParameter(_))
+    ));
 }
 
 fn load_err(path: &std::path::Path) -> EngineError {
@@ -271,7 +328,10 @@ fn bad_files_give_typed_errors() {
     let d = dir.path();
 
     let missing = d.join("nope.gguf");
-    assert!(matches!(load_err(&missing), EngineError::ModelNotFound { .. }));
+    assert!(matches!(
+        load_err(&missing),
+        EngineError::ModelNotFound { .. }
+    ));
 
     let text = d.join("text.gguf");
     std::fs::write(&text, "this is not a model").expect("write");
@@ -282,10 +342,14 @@ fn bad_files_give_typed_errors() {
         let truncated = d.join(format!("cut{cut}.gguf"));
         std::fs::write(&truncated, &bytes[..cut]).expect("write");
         let err = load_err(&truncated);
-        assert!(matches!(err, EngineError::Corrupt { .. }), "cut at {cut}: {err}");
+        assert!(
+            matches!(err, EngineError::Corrupt { .. }),
+            "cut at {cut}: {err}"
+        );
     }
 
-    let edit = |name: &str, f: &dyn Fn(&mut Vec<(String, Value)>)| {
+    type Meta = Vec<(String, Value)>;
+    let edit = |name: &str, f: &dyn Fn(&mut Meta)| {
         let p = d.join(name);
         rewrite_gguf(&path, &p, |m, _| f(m)).expect("rewrite");
         load_err(&p)
@@ -294,20 +358,38 @@ fn bad_files_give_typed_errors() {
         m.retain(|(k, _)| k != key);
         m.push((key.to_owned(), v));
     };
-    let err = edit("arch.gguf", &|m| set(m, "general.architecture", Value::String("mamba".into())));
-    assert!(matches!(err, EngineError::UnsupportedArchitecture(ref a) if a == "mamba"), "{err}");
-    let err = edit("bos.gguf", &|m| set(m, "tokenizer.ggml.bos_token_id", Value::U32(1_000_000)));
+    let err = edit("arch.gguf", &|m| {
+        set(m, "general.architecture", Value::String("mamba".into()))
+    });
+    assert!(
+        matches!(err, EngineError::UnsupportedArchitecture(ref a) if a == "mamba"),
+        "{err}"
+    );
+    let err = edit("bos.gguf", &|m| {
+        set(m, "tokenizer.ggml.bos_token_id", Value::U32(1_000_000))
+    });
     assert!(matches!(err, EngineError::InvalidMetadata(_)), "{err}");
-    let err = edit("width.gguf", &|m| set(m, "llama.embedding_length", Value::U32(96)));
+    let err = edit("width.gguf", &|m| {
+        set(m, "llama.embedding_length", Value::U32(96))
+    });
     assert!(matches!(err, EngineError::InvalidTensor(_)), "{err}");
-    let err = edit("heads.gguf", &|m| set(m, "llama.attention.head_count_kv", Value::U32(3)));
+    let err = edit("heads.gguf", &|m| {
+        set(m, "llama.attention.head_count_kv", Value::U32(3))
+    });
     assert!(matches!(err, EngineError::InvalidMetadata(_)), "{err}");
-    let err = edit("layers.gguf", &|m| set(m, "llama.block_count", Value::U32(u32::MAX)));
+    let err = edit("layers.gguf", &|m| {
+        set(m, "llama.block_count", Value::U32(u32::MAX))
+    });
     assert!(matches!(err, EngineError::InvalidMetadata(_)), "{err}");
-    let err = edit("nokey.gguf", &|m| m.retain(|(k, _)| k != "llama.context_length"));
+    let err = edit("nokey.gguf", &|m| {
+        m.retain(|(k, _)| k != "llama.context_length")
+    });
     assert!(matches!(err, EngineError::InvalidMetadata(_)), "{err}");
     let p = d.join("notensor.gguf");
-    rewrite_gguf(&path, &p, |_, t| t.retain(|(n, _)| n != "blk.1.ffn_up.weight")).expect("rewrite");
+    rewrite_gguf(&path, &p, |_, t| {
+        t.retain(|(n, _)| n != "blk.1.ffn_up.weight")
+    })
+    .expect("rewrite");
     assert!(matches!(load_err(&p), EngineError::InvalidTensor(_)));
 }
 
@@ -315,6 +397,8 @@ fn bad_files_give_typed_errors() {
 fn gemma3_tiny_has_sliding_and_global_layers() {
     let (_d, _p, model) = tiny(&TinySpec::gemma3());
     assert_eq!(model.config.arch, Arch::Gemma3);
-    let windows: Vec<_> = (0..model.config.n_layer).map(|l| model.config.layer_window(l)).collect();
+    let windows: Vec<_> = (0..model.config.n_layer)
+        .map(|l| model.config.layer_window(l))
+        .collect();
     assert_eq!(windows, vec![Some(8), Some(8), Some(8), None]);
 }

@@ -16,7 +16,11 @@ use thinkscope::engine::generate::{self, PromptFormat};
 use thinkscope::engine::{Engine, Model, SamplingParams};
 
 #[derive(Parser)]
-#[command(name = "thinkscope-cli", version, about = "Headless thinkscope: fetch, generate, benchmark")]
+#[command(
+    name = "thinkscope-cli",
+    version,
+    about = "Headless thinkscope: fetch, generate, benchmark"
+)]
 struct Cli {
     /// Worker threads for the CPU kernels (default: all physical cores).
     #[arg(long, global = true)]
@@ -107,8 +111,7 @@ enum Command {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -165,9 +168,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("--max-tokens must be at least 1");
             }
             let model = load_model(model.as_deref(), cli.device)?;
-            let format = if raw { PromptFormat::Raw } else { PromptFormat::Auto };
+            let format = if raw {
+                PromptFormat::Raw
+            } else {
+                PromptFormat::Auto
+            };
             let ids = generate::build_prompt(&model, &prompt, format)?;
-            let mut engine = Engine::new(model.clone(), thinkscope::engine::core::DEFAULT_KV_BUDGET_BYTES);
+            let mut engine = Engine::new(
+                model.clone(),
+                thinkscope::engine::core::DEFAULT_KV_BUDGET_BYTES,
+            );
             let mut stdout = std::io::stdout();
             let gen = generate::generate(&mut engine, &ids, &params, max_tokens, |_, piece| {
                 if !json {
@@ -211,7 +221,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => {
             let model = load_model(model.as_deref(), cli.device)?;
-            bench(&model, &batch, prompt_tokens, decode_tokens, repeats.max(1), json)
+            bench(
+                &model,
+                &batch,
+                prompt_tokens,
+                decode_tokens,
+                repeats.max(1),
+                json,
+            )
         }
         Command::Info { model } => {
             let model = load_model(model.as_deref(), cli.device)?;
@@ -259,7 +276,11 @@ fn load_model(path: Option<&Path>, pref: DevicePref) -> anyhow::Result<Arc<Model
             let dir = fetch::models_dir();
             let default = fetch::default_model_path(&dir);
             if !default.is_file() {
-                eprintln!("Default model not found; fetching {} into {}", fetch::SMOLLM2_135M.file_name, dir.display());
+                eprintln!(
+                    "Default model not found; fetching {} into {}",
+                    fetch::SMOLLM2_135M.file_name,
+                    dir.display()
+                );
                 fetch_with_bar(&fetch::SMOLLM2_135M, &dir)?;
             }
             default
@@ -294,7 +315,10 @@ fn bench(
     let prompt: Vec<u32> = (0..prompt_tokens as u32)
         .map(|i| 200 + (i * 7919) % (vocab - 400))
         .collect();
-    let mut engine = Engine::new(model.clone(), thinkscope::engine::core::DEFAULT_KV_BUDGET_BYTES);
+    let mut engine = Engine::new(
+        model.clone(),
+        thinkscope::engine::core::DEFAULT_KV_BUDGET_BYTES,
+    );
     // Warm-up.
     let s = engine.new_sequence();
     engine.prefill(s, &prompt[..prompt.len().min(16)])?;
@@ -322,7 +346,9 @@ fn bench(
     for &b in batches {
         let mut rates = Vec::new();
         for _ in 0..repeats {
-            let seqs: Vec<u64> = (0..b).map(|_| engine.fork(root)).collect::<Result<_, _>>()?;
+            let seqs: Vec<u64> = (0..b)
+                .map(|_| engine.fork(root))
+                .collect::<Result<_, _>>()?;
             let t = Instant::now();
             for step in 0..decode_tokens {
                 let steps: Vec<(u64, u32)> = seqs
@@ -361,7 +387,10 @@ fn bench(
         println!("model: {} on {}", model.info.name, model.info.device);
         println!("prefill ({prompt_tokens} tokens): {prefill_tok_s:.1} tok/s");
         for (b, r) in rows {
-            println!("decode batch {b:>3}: {r:.1} tok/s total ({:.1} per sequence)", r / b as f64);
+            println!(
+                "decode batch {b:>3}: {r:.1} tok/s total ({:.1} per sequence)",
+                r / b as f64
+            );
         }
         println!("fork: {fork_us:.1} µs");
         println!("peak RSS: {rss:.0} MB");
@@ -374,9 +403,11 @@ fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }

@@ -148,7 +148,10 @@ impl Engine {
 
     /// Forget everything from position `len` on (rollback).
     pub fn truncate(&mut self, id: SeqId, len: usize) -> Result<()> {
-        let s = self.seqs.get_mut(&id).ok_or(EngineError::UnknownSequence(id))?;
+        let s = self
+            .seqs
+            .get_mut(&id)
+            .ok_or(EngineError::UnknownSequence(id))?;
         s.kv.truncate(len);
         s.tokens.truncate(len);
         Ok(())
@@ -223,7 +226,10 @@ impl Engine {
             .collect();
         let out = self.run(&items, LogitsWanted::Last)?;
         self.counters.decode_tokens_computed += steps.len() as u64;
-        Ok(out.into_iter().map(|mut v| v.pop().unwrap_or_default()).collect())
+        Ok(out
+            .into_iter()
+            .map(|mut v| v.pop().unwrap_or_default())
+            .collect())
     }
 
     /// Choose the next token with `sampler` and count it as generated.
@@ -232,7 +238,11 @@ impl Engine {
         sampler.sample(logits, &self.model.tokenizer)
     }
 
-    fn run(&mut self, items: &[(SeqId, &[u32])], wanted: LogitsWanted) -> Result<Vec<Vec<Vec<f32>>>> {
+    fn run(
+        &mut self,
+        items: &[(SeqId, &[u32])],
+        wanted: LogitsWanted,
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
         if items.is_empty() {
             return Ok(Vec::new());
         }

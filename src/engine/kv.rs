@@ -4,9 +4,15 @@
 //! pointer copies): parent and child share every block of the prefix. The first write into a
 //! shared block copies that one block, so a fork costs at most one block copy per branch, never a
 //! recomputation. Memory is accounted in a pool with a hard budget.
+//!
+//! Keys and values are stored as f16, like llama.cpp's default cache: half the memory of f32, and
+//! the same rounding the reference engine applies.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use crate::engine::error::{EngineError, Result};
 
@@ -84,7 +90,7 @@ impl KvPool {
 
     /// Bytes of one block.
     pub fn block_bytes(&self) -> usize {
-        self.inner.layout.block_floats() * std::mem::size_of::<f32>()
+        self.inner.layout.block_floats() * std::mem::size_of::<f16>()
     }
 
     fn alloc(&self, copy_of: Option<&KvBlock>) -> Result<KvBlock> {
@@ -103,7 +109,7 @@ impl KvPool {
                 self.inner.copied_blocks.fetch_add(1, Ordering::Relaxed);
                 src.data.clone()
             }
-            None => vec![0.0; self.inner.layout.block_floats()],
+            None => vec![f16::ZERO; self.inner.layout.block_floats()],
         };
         Ok(KvBlock {
             data,
@@ -113,13 +119,13 @@ impl KvPool {
 }
 
 struct KvBlock {
-    data: Vec<f32>,
+    data: Vec<f16>,
     pool: Arc<PoolInner>,
 }
 
 impl Drop for KvBlock {
     fn drop(&mut self) {
-        let bytes = self.data.len() * std::mem::size_of::<f32>();
+        let bytes = self.data.len() * std::mem::size_of::<f16>();
         self.pool.used_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
@@ -191,22 +197,22 @@ impl SeqKv {
         let slot = pos % BLOCK_TOKENS;
         for h in 0..layout.n_kv_head {
             let ko = layout.offset(layer, 0, h, slot);
-            block.data[ko..ko + hd].copy_from_slice(&k[h * hd..(h + 1) * hd]);
+            block.data[ko..ko + hd].convert_from_f32_slice(&k[h * hd..(h + 1) * hd]);
             let vo = layout.offset(layer, 1, h, slot);
-            block.data[vo..vo + hd].copy_from_slice(&v[h * hd..(h + 1) * hd]);
+            block.data[vo..vo + hd].convert_from_f32_slice(&v[h * hd..(h + 1) * hd]);
         }
     }
 
     /// Key vector of (layer, head) at `pos`.
     #[inline]
-    pub fn key(&self, layout: &KvLayout, layer: usize, head: usize, pos: usize) -> &[f32] {
+    pub fn key(&self, layout: &KvLayout, layer: usize, head: usize, pos: usize) -> &[f16] {
         let o = layout.offset(layer, 0, head, pos % BLOCK_TOKENS);
         &self.blocks[pos / BLOCK_TOKENS].data[o..o + layout.head_dim]
     }
 
     /// Value vector of (layer, head) at `pos`.
     #[inline]
-    pub fn value(&self, layout: &KvLayout, layer: usize, head: usize, pos: usize) -> &[f32] {
+    pub fn value(&self, layout: &KvLayout, layer: usize, head: usize, pos: usize) -> &[f16] {
         let o = layout.offset(layer, 1, head, pos % BLOCK_TOKENS);
         &self.blocks[pos / BLOCK_TOKENS].data[o..o + layout.head_dim]
     }

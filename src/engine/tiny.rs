@@ -114,8 +114,14 @@ pub fn write_tiny_model(path: &Path, spec: &TinySpec) -> Result<()> {
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     let q8 = |t: Tensor| QTensor::quantize(&t, GgmlDType::Q8_0);
     let f32t = |t: Tensor| QTensor::quantize(&t, GgmlDType::F32);
-    tensors.push(("token_embd.weight".into(), q8(random(&[vocab, HIDDEN], 0.25, 0.0)?)?));
-    tensors.push(("output_norm.weight".into(), f32t(random(&[HIDDEN], 0.1, 1.0)?)?));
+    tensors.push((
+        "token_embd.weight".into(),
+        q8(random(&[vocab, HIDDEN], 0.25, 0.0)?)?,
+    ));
+    tensors.push((
+        "output_norm.weight".into(),
+        f32t(random(&[HIDDEN], 0.1, 1.0)?)?,
+    ));
     let (q_dim, kv_dim) = (N_HEAD * HEAD_DIM, N_KV_HEAD * HEAD_DIM);
     for l in 0..spec.n_layer {
         let n = |s: &str| format!("blk.{l}.{s}");
@@ -124,16 +130,31 @@ pub fn write_tiny_model(path: &Path, spec: &TinySpec) -> Result<()> {
         tensors.push((n("attn_q.weight"), q8(random(&[q_dim, HIDDEN], w, 0.0)?)?));
         tensors.push((n("attn_k.weight"), q8(random(&[kv_dim, HIDDEN], w, 0.0)?)?));
         tensors.push((n("attn_v.weight"), q8(random(&[kv_dim, HIDDEN], w, 0.0)?)?));
-        tensors.push((n("attn_output.weight"), q8(random(&[HIDDEN, q_dim], w, 0.0)?)?));
+        tensors.push((
+            n("attn_output.weight"),
+            q8(random(&[HIDDEN, q_dim], w, 0.0)?)?,
+        ));
         tensors.push((n("ffn_norm.weight"), f32t(random(&[HIDDEN], 0.1, 1.0)?)?));
         tensors.push((n("ffn_gate.weight"), q8(random(&[FFN, HIDDEN], w, 0.0)?)?));
         tensors.push((n("ffn_up.weight"), q8(random(&[FFN, HIDDEN], w, 0.0)?)?));
         tensors.push((n("ffn_down.weight"), q8(random(&[HIDDEN, FFN], w, 0.0)?)?));
         if spec.arch == Arch::Gemma3 {
-            tensors.push((n("attn_q_norm.weight"), f32t(random(&[HEAD_DIM], 0.1, 1.0)?)?));
-            tensors.push((n("attn_k_norm.weight"), f32t(random(&[HEAD_DIM], 0.1, 1.0)?)?));
-            tensors.push((n("post_attention_norm.weight"), f32t(random(&[HIDDEN], 0.1, 1.0)?)?));
-            tensors.push((n("post_ffw_norm.weight"), f32t(random(&[HIDDEN], 0.1, 1.0)?)?));
+            tensors.push((
+                n("attn_q_norm.weight"),
+                f32t(random(&[HEAD_DIM], 0.1, 1.0)?)?,
+            ));
+            tensors.push((
+                n("attn_k_norm.weight"),
+                f32t(random(&[HEAD_DIM], 0.1, 1.0)?)?,
+            ));
+            tensors.push((
+                n("post_attention_norm.weight"),
+                f32t(random(&[HIDDEN], 0.1, 1.0)?)?,
+            ));
+            tensors.push((
+                n("post_ffw_norm.weight"),
+                f32t(random(&[HIDDEN], 0.1, 1.0)?)?,
+            ));
         }
     }
 
@@ -150,7 +171,10 @@ pub fn write_tiny_model(path: &Path, spec: &TinySpec) -> Result<()> {
         (format!("{a}.attention.head_count_kv"), u32v(N_KV_HEAD)),
         (format!("{a}.attention.key_length"), u32v(HEAD_DIM)),
         (format!("{a}.attention.value_length"), u32v(HEAD_DIM)),
-        (format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
+        (
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-5),
+        ),
         (format!("{a}.rope.freq_base"), Value::F32(10_000.0)),
         ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
         ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
@@ -178,7 +202,10 @@ pub fn write_tiny_model(path: &Path, spec: &TinySpec) -> Result<()> {
         ("tokenizer.ggml.bos_token_id".into(), u32v(vocab - 2)),
         ("tokenizer.ggml.eos_token_id".into(), u32v(vocab - 1)),
         ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
-        ("tokenizer.chat_template".into(), Value::String(TEMPLATE.into())),
+        (
+            "tokenizer.chat_template".into(),
+            Value::String(TEMPLATE.into()),
+        ),
     ];
     if spec.arch == Arch::Gemma3 {
         meta.push((format!("{a}.attention.sliding_window"), u32v(8)));

@@ -119,7 +119,9 @@ impl ModelConfig {
         let hidden = gguf.usize(&key("embedding_length"))?;
         let ffn = gguf.usize(&key("feed_forward_length"))?;
         let n_head = gguf.usize(&key("attention.head_count"))?;
-        let n_kv_head = gguf.usize_opt(&key("attention.head_count_kv"))?.unwrap_or(n_head);
+        let n_kv_head = gguf
+            .usize_opt(&key("attention.head_count_kv"))?
+            .unwrap_or(n_head);
         let head_dim = match gguf.usize_opt(&key("attention.key_length"))? {
             Some(d) => d,
             None if n_head > 0 => hidden / n_head,
@@ -127,15 +129,31 @@ impl ModelConfig {
         };
         let context_length = gguf.usize(&key("context_length"))?;
         let rms_eps = gguf.f32(&key("attention.layer_norm_rms_epsilon"))?;
-        let default_base = if arch == Arch::Gemma3 { 1_000_000.0 } else { 10_000.0 };
-        let rope_base = gguf.f32_opt(&key("rope.freq_base"))?.unwrap_or(default_base);
-        let rope_base_local = gguf.f32_opt(&key("rope.local_freq_base"))?.unwrap_or(10_000.0);
-        let rope_dim = gguf.usize_opt(&key("rope.dimension_count"))?.unwrap_or(head_dim);
+        let default_base = if arch == Arch::Gemma3 {
+            1_000_000.0
+        } else {
+            10_000.0
+        };
+        let rope_base = gguf
+            .f32_opt(&key("rope.freq_base"))?
+            .unwrap_or(default_base);
+        let rope_base_local = gguf
+            .f32_opt(&key("rope.local_freq_base"))?
+            .unwrap_or(10_000.0);
+        let rope_dim = gguf
+            .usize_opt(&key("rope.dimension_count"))?
+            .unwrap_or(head_dim);
         let tokens = gguf.strings("tokenizer.ggml.tokens")?;
         let vocab = tokens.len();
 
         let (rope_style, activation, qk_norm, post_norms, qkv_bias) = match arch {
-            Arch::Llama => (RopeStyle::Interleaved, Activation::Silu, false, false, false),
+            Arch::Llama => (
+                RopeStyle::Interleaved,
+                Activation::Silu,
+                false,
+                false,
+                false,
+            ),
             Arch::Qwen2 => (RopeStyle::Neox, Activation::Silu, false, false, true),
             Arch::Qwen3 => (RopeStyle::Neox, Activation::Silu, true, false, false),
             Arch::Gemma3 => (RopeStyle::Neox, Activation::GeluTanh, true, true, false),
@@ -217,9 +235,8 @@ impl ModelConfig {
         if !(self.rms_eps.is_finite() && self.rms_eps > 0.0 && self.rms_eps < 1.0) {
             return bad(format!("rms epsilon {} is not in (0, 1)", self.rms_eps));
         }
-        if !(self.rope_base.is_finite() && self.rope_base > 1.0)
-            || !(self.rope_base_local.is_finite() && self.rope_base_local > 1.0)
-        {
+        let base_ok = |b: f32| b.is_finite() && b > 1.0;
+        if !base_ok(self.rope_base) || !base_ok(self.rope_base_local) {
             return bad(format!("rope base {} must be > 1", self.rope_base));
         }
         if self.swa_period == 0 {
@@ -265,8 +282,8 @@ impl ModelConfig {
         self.n_layer as u64 * (attn + mlp) + self.vocab as u64 * h
     }
 
-    /// Bytes of KV cache (f32) one token occupies across all layers.
+    /// Bytes of KV cache (f16) one token occupies across all layers.
     pub fn kv_bytes_per_token(&self) -> usize {
-        self.n_layer * 2 * self.kv_dim() * std::mem::size_of::<f32>()
+        self.n_layer * 2 * self.kv_dim() * 2
     }
 }

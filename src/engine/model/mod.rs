@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -151,7 +152,13 @@ impl Model {
                 wq: linear(&mut gguf, &name("attn_q.weight"), q_dim, c.hidden, device)?,
                 wk: linear(&mut gguf, &name("attn_k.weight"), kv_dim, c.hidden, device)?,
                 wv: linear(&mut gguf, &name("attn_v.weight"), kv_dim, c.hidden, device)?,
-                wo: linear(&mut gguf, &name("attn_output.weight"), c.hidden, q_dim, device)?,
+                wo: linear(
+                    &mut gguf,
+                    &name("attn_output.weight"),
+                    c.hidden,
+                    q_dim,
+                    device,
+                )?,
                 bq: opt_vec(&mut gguf, "attn_q.bias", q_dim)?,
                 bk: opt_vec(&mut gguf, "attn_k.bias", kv_dim)?,
                 bv: opt_vec(&mut gguf, "attn_v.bias", kv_dim)?,
@@ -333,8 +340,20 @@ impl Model {
             let inv_freq = &self.inv_freq[l];
             for r in 0..rows {
                 let pos = row_pos[r] as f32;
-                rope_row(&mut q[r * q_dim..(r + 1) * q_dim], hd, inv_freq, pos, c.rope_style);
-                rope_row(&mut k[r * kv_dim..(r + 1) * kv_dim], hd, inv_freq, pos, c.rope_style);
+                rope_row(
+                    &mut q[r * q_dim..(r + 1) * q_dim],
+                    hd,
+                    inv_freq,
+                    pos,
+                    c.rope_style,
+                );
+                rope_row(
+                    &mut k[r * kv_dim..(r + 1) * kv_dim],
+                    hd,
+                    inv_freq,
+                    pos,
+                    c.rope_style,
+                );
             }
             for r in 0..rows {
                 let kv = &mut batch[row_item[r]].kv;
@@ -351,28 +370,26 @@ impl Model {
             {
                 let caches: Vec<&SeqKv> = batch.iter().map(|b| &*b.kv).collect();
                 let group = c.n_head / c.n_kv_head;
-                attn.par_chunks_mut(q_dim)
-                    .enumerate()
-                    .for_each(|(r, out)| {
-                        let cache = caches[row_item[r]];
-                        let pos = row_pos[r];
-                        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-                        let qr = &q[r * q_dim..(r + 1) * q_dim];
-                        let mut scores = vec![0f32; pos + 1 - first];
-                        for h in 0..c.n_head {
-                            attend(
-                                cache,
-                                &layout,
-                                l,
-                                h / group,
-                                &qr[h * hd..(h + 1) * hd],
-                                first..pos + 1,
-                                c.attn_scale,
-                                &mut scores,
-                                &mut out[h * hd..(h + 1) * hd],
-                            );
-                        }
-                    });
+                attn.par_chunks_mut(q_dim).enumerate().for_each(|(r, out)| {
+                    let cache = caches[row_item[r]];
+                    let pos = row_pos[r];
+                    let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                    let qr = &q[r * q_dim..(r + 1) * q_dim];
+                    let mut scores = vec![0f32; pos + 1 - first];
+                    for h in 0..c.n_head {
+                        attend(
+                            cache,
+                            &layout,
+                            l,
+                            h / group,
+                            &qr[h * hd..(h + 1) * hd],
+                            first..pos + 1,
+                            c.attn_scale,
+                            &mut scores,
+                            &mut out[h * hd..(h + 1) * hd],
+                        );
+                    }
+                });
             }
             let mut o = self.matmul(&layer.wo, &attn, rows)?;
             if let Some(w) = &layer.post_attn_norm {
@@ -388,7 +405,10 @@ impl Model {
                     .iter_mut()
                     .zip(&u)
                     .for_each(|(a, b)| *a = *a / (1.0 + (-*a).exp()) * b),
-                Activation::GeluTanh => g.iter_mut().zip(&u).for_each(|(a, b)| *a = gelu_tanh(*a) * b),
+                Activation::GeluTanh => g
+                    .iter_mut()
+                    .zip(&u)
+                    .for_each(|(a, b)| *a = gelu_tanh(*a) * b),
             }
             let mut d = self.matmul(&layer.down, &g, rows)?;
             if let Some(w) = &layer.post_ffn_norm {
@@ -467,11 +487,13 @@ fn attend(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let first = range.start;
+    let mut row = vec![0f32; q.len()];
     let mut max = f32::NEG_INFINITY;
     for (s, j) in scores.iter_mut().zip(range.clone()) {
-        let k = cache.key(layout, layer, kv_head, j);
-        *s = dot(q, k) * scale;
+        cache
+            .key(layout, layer, kv_head, j)
+            .convert_to_f32_slice(&mut row);
+        *s = dot(q, &row) * scale;
         max = max.max(*s);
     }
     let mut sum = 0f32;
@@ -481,28 +503,26 @@ fn attend(
     }
     out.fill(0.0);
     for (j, &w) in range.zip(scores.iter()) {
-        let v = cache.value(layout, layer, kv_head, j);
+        cache
+            .value(layout, layer, kv_head, j)
+            .convert_to_f32_slice(&mut row);
         let w = w / sum;
-        out.iter_mut().zip(v).for_each(|(o, v)| *o += w * v);
+        out.iter_mut().zip(&row).for_each(|(o, v)| *o += w * v);
     }
-    let _ = first;
 }
 
 #[inline]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     // Eight independent accumulators let the compiler vectorise.
     let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for i in 0..chunks {
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
         for l in 0..8 {
-            acc[l] += a[i * 8 + l] * b[i * 8 + l];
+            acc[l] += x[l] * y[l];
         }
     }
-    let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        s += a[i] * b[i];
-    }
-    s
+    acc.iter().sum::<f32>() + ar.iter().zip(br).map(|(x, y)| x * y).sum::<f32>()
 }
 
 fn rms_norm_rows(x: &[f32], out: &mut [f32], w: &[f32], width: usize, eps: f32) {

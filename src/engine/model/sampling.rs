@@ -180,7 +180,13 @@ impl Sampler {
     pub fn sample(&mut self, logits: &[f32], tokenizer: &Tokenizer) -> TokenInfo {
         let (logprobs, entropy) = log_softmax(logits);
         let id = self.choose(logits);
-        describe(id, &logprobs, entropy, self.params.top_alternatives, tokenizer)
+        describe(
+            id,
+            &logprobs,
+            entropy,
+            self.params.top_alternatives,
+            tokenizer,
+        )
     }
 
     /// Choose a token id.
@@ -248,7 +254,10 @@ pub fn describe(
     TokenInfo {
         id,
         text: tokenizer.token_text(id),
-        logprob: logprobs.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY),
+        logprob: logprobs
+            .get(id as usize)
+            .copied()
+            .unwrap_or(f32::NEG_INFINITY),
         entropy,
         top,
     }

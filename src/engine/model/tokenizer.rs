@@ -92,11 +92,9 @@ impl Tokenizer {
                 byte_level_bpe(&tokens, &merges, &pre)?
             }
             "llama" => {
-                let scores = gguf
-                    .f32s_opt("tokenizer.ggml.scores")?
-                    .ok_or_else(|| {
-                        EngineError::InvalidMetadata("missing tokenizer.ggml.scores".into())
-                    })?;
+                let scores = gguf.f32s_opt("tokenizer.ggml.scores")?.ok_or_else(|| {
+                    EngineError::InvalidMetadata("missing tokenizer.ggml.scores".into())
+                })?;
                 if scores.len() != n {
                     return Err(EngineError::InvalidMetadata(format!(
                         "tokenizer.ggml.scores has {} entries for {n} tokens",
@@ -274,11 +272,9 @@ fn byte_level_bpe(tokens: &[String], merges: &[String], pre: &str) -> Result<HfT
     let byte_level = ByteLevel::new(false, true, true);
     let pre_tokenizer: PreTokenizerWrapper = match pre {
         // SmolLM and StarCoder split every digit, then apply GPT-2's byte-level regex.
-        "smollm" | "starcoder" | "refact" => PreSequence::new(vec![
-            Digits::new(true).into(),
-            byte_level.into(),
-        ])
-        .into(),
+        "smollm" | "starcoder" | "refact" => {
+            PreSequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
+        }
         "llama-bpe" | "llama3" | "dbrx" | "smaug-bpe" => PreSequence::new(vec![
             split(LLAMA3_PATTERN)?,
             ByteLevel::new(false, true, false).into(),
@@ -318,11 +314,7 @@ fn sentencepiece_bpe(
             }
         }
     }
-    ranked.sort_by(|x, y| {
-        y.0.total_cmp(&x.0)
-            .then(x.3.cmp(&y.3))
-            .then(x.1.cmp(&y.1))
-    });
+    ranked.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.3.cmp(&y.3)).then(x.1.cmp(&y.1)));
     let merges = ranked
         .into_iter()
         .map(|(_, a, b, _)| (tokens[a as usize].clone(), tokens[b as usize].clone()))
@@ -352,11 +344,11 @@ fn sentencepiece_bpe(
     };
     tok.with_normalizer(Some(normalizer))
         .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-    let replace_back =
-        tokenizers::decoders::DecoderWrapper::Replace(
-            Replace::new("▁", " ").map_err(|e| EngineError::Tokenizer(e.to_string()))?,
-        );
-    let mut decoders: Vec<DecoderWrapper> = vec![replace_back, ByteFallback::new().into(), Fuse::new().into()];
+    let replace_back = tokenizers::decoders::DecoderWrapper::Replace(
+        Replace::new("▁", " ").map_err(|e| EngineError::Tokenizer(e.to_string()))?,
+    );
+    let mut decoders: Vec<DecoderWrapper> =
+        vec![replace_back, ByteFallback::new().into(), Fuse::new().into()];
     if add_space_prefix {
         decoders.push(Strip::new(' ', 1, 0).into());
     }
