@@ -11,8 +11,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use thinkscope::engine::device::{self, DevicePref};
+use thinkscope::engine::events::{Command as EngineCommand, Event, RunOutcome};
 use thinkscope::engine::fetch::{self, FetchProgress};
 use thinkscope::engine::generate::{self, PromptFormat};
+use thinkscope::engine::strategy::{registry, Knobs, RunConfig, Strategy};
+use thinkscope::engine::tree::Tree;
+use thinkscope::engine::worker::{Worker, WorkerOptions};
 use thinkscope::engine::{Engine, Model, SamplingParams};
 
 #[derive(Parser)]
@@ -96,6 +100,57 @@ enum Command {
         /// Repetitions; medians are reported.
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a reasoning strategy and print its answer, votes and cost.
+    Run {
+        /// Strategy name (see `strategies`).
+        #[arg(long)]
+        strategy: String,
+        /// The question.
+        #[arg(long)]
+        prompt: String,
+        /// Samples, beam width or branching factor.
+        #[arg(long)]
+        samples: Option<usize>,
+        /// Beam depth, MCTS iterations or "Wait" insertions.
+        #[arg(long)]
+        depth: Option<usize>,
+        /// Sampling temperature for sampled branches.
+        #[arg(long, default_value_t = 0.7)]
+        temperature: f32,
+        /// Nucleus threshold.
+        #[arg(long, default_value_t = 0.95)]
+        top_p: f32,
+        /// Random seed: the same seed gives the same tree.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Token budget for the whole run (thinking budget for budget forcing).
+        #[arg(long)]
+        budget: Option<usize>,
+        /// Most tokens per branch.
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+        /// The known answer, for the exact scorer and a correctness line.
+        #[arg(long)]
+        expected: Option<String>,
+        /// Strategy parameters as JSON, e.g. '{"n": 8, "scorer": "self-verify"}'.
+        #[arg(long)]
+        params: Option<String>,
+        /// Plain completion: skip the chat template.
+        #[arg(long)]
+        raw: bool,
+        /// GGUF file (default: the default model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Write the whole tree and the cost object to this JSON file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// List the strategies and their parameters.
+    Strategies {
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -229,6 +284,73 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 repeats.max(1),
                 json,
             )
+        }
+        Command::Run {
+            strategy,
+            prompt,
+            samples,
+            depth,
+            temperature,
+            top_p,
+            seed,
+            budget,
+            max_tokens,
+            expected,
+            params,
+            raw,
+            model,
+            json,
+        } => {
+            let knobs = Knobs {
+                samples,
+                depth,
+                thinking: if strategy == "budget-forcing" {
+                    budget
+                } else {
+                    None
+                },
+            };
+            let mut strat = Strategy::from_name(&strategy, &knobs)?;
+            if let Some(extra) = params {
+                strat = merge_params(&strat, &extra)?;
+            }
+            let config = RunConfig {
+                prompt,
+                format: if raw {
+                    PromptFormat::Raw
+                } else {
+                    PromptFormat::Auto
+                },
+                strategy: strat,
+                temperature,
+                top_p,
+                seed,
+                max_tokens,
+                budget_tokens: if strategy == "budget-forcing" {
+                    None
+                } else {
+                    budget
+                },
+                expected_answer: expected,
+            };
+            config.validate()?;
+            let model = load_model(model.as_deref(), cli.device)?;
+            run_strategy(model, config, json.as_deref())
+        }
+        Command::Strategies { json } => {
+            let reg = registry();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reg)?);
+            } else {
+                for s in reg {
+                    println!("{:<18} {}", s.name, s.description);
+                    for p in s.params {
+                        println!("    {:<14} (default {}) {}", p.name, p.default, p.help);
+                    }
+                }
+                println!("\nGeneric flags map onto them: --samples (n / width / children / branches), --depth (beam depth / MCTS iterations / max waits / max splits), --budget (run token budget; thinking budget for budget-forcing).");
+            }
+            Ok(())
         }
         Command::Info { model } => {
             let model = load_model(model.as_deref(), cli.device)?;
@@ -410,4 +532,126 @@ fn peak_rss_mb() -> f64 {
             })
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Overlay `extra` (a JSON object) on the strategy's parameters.
+fn merge_params(strategy: &Strategy, extra: &str) -> anyhow::Result<Strategy> {
+    let extra: serde_json::Value =
+        serde_json::from_str(extra).context("--params is not valid JSON")?;
+    let serde_json::Value::Object(extra) = extra else {
+        bail!("--params must be a JSON object");
+    };
+    let mut value = serde_json::to_value(strategy)?;
+    if let serde_json::Value::Object(map) = &mut value {
+        for (k, v) in extra {
+            if k == "name" {
+                bail!("--params cannot change the strategy name");
+            }
+            map.insert(k, v);
+        }
+    }
+    let merged: Strategy =
+        serde_json::from_value(value).context("--params does not fit the strategy")?;
+    merged.validate()?;
+    Ok(merged)
+}
+
+fn run_strategy(
+    model: Arc<Model>,
+    config: RunConfig,
+    json_path: Option<&Path>,
+) -> anyhow::Result<()> {
+    let worker = Worker::spawn(model.clone(), WorkerOptions::default(), Arc::new(|| {}))?;
+    worker.send(EngineCommand::Run {
+        run: 1,
+        config: Box::new(config.clone()),
+    })?;
+    let mut tree = Tree::default();
+    let mut errors = Vec::new();
+    let (outcome, cost) = loop {
+        let event = worker.events().recv().context("the engine stopped")?;
+        tree.apply(&event);
+        match event {
+            Event::RunFinished { outcome, cost, .. } => break (outcome, cost),
+            Event::Error { message, .. } => errors.push(message),
+            Event::NodeFinished {
+                node,
+                answer: Some(a),
+                ..
+            } => {
+                eprintln!("  [{}] {} → {a}", node, tree.nodes[node].label);
+            }
+            _ => {}
+        }
+    };
+    if outcome == RunOutcome::Failed {
+        bail!("{}", errors.join("; "));
+    }
+    println!("strategy: {}", config.strategy.name());
+    println!("answer:   {}", tree.answer.as_deref().unwrap_or("(none)"));
+    if let Some(expected) = &config.expected_answer {
+        let ok = tree
+            .answer
+            .as_deref()
+            .is_some_and(|a| thinkscope::engine::answer::answers_match(a, expected));
+        println!("correct:  {ok} (expected {expected})");
+    }
+    if !tree.tally.is_empty() {
+        let votes: Vec<String> = tree
+            .tally
+            .iter()
+            .map(|(a, n)| format!("{a}: {n}"))
+            .collect();
+        println!("votes:    {}", votes.join(", "));
+    }
+    println!(
+        "nodes:    {} ({} tokens in the tree)",
+        tree.nodes.len(),
+        tree.token_count()
+    );
+    println!("cost:");
+    println!(
+        "  prompt tokens computed  {:>12}",
+        cost.prompt_tokens_computed
+    );
+    println!("  tokens reused (cache)   {:>12}", cost.tokens_reused);
+    println!("  generated tokens        {:>12}", cost.generated_tokens);
+    println!("  forward passes          {:>12}", cost.forward_passes);
+    println!("  wall time               {:>11.2}s", cost.wall_secs);
+    println!("  generation speed        {:>8.1} tok/s", cost.tok_per_sec);
+    println!("  FLOPs (estimated)       {:>12.3e}", cost.flops);
+    println!(
+        "  energy ({})  {:>9.1} J   [{}]",
+        if cost.energy_measured {
+            "measured "
+        } else {
+            "estimated"
+        },
+        cost.energy_joules,
+        cost.energy_source
+    );
+    if let Some(path) = json_path {
+        let out = json!({
+            "config": config,
+            "outcome": outcome,
+            "answer": tree.answer,
+            "tally": tree.tally,
+            "tree": tree,
+            "cost": {
+                "prompt_tokens_computed": cost.prompt_tokens_computed,
+                "tokens_reused": cost.tokens_reused,
+                "generated_tokens": cost.generated_tokens,
+                "forward_passes": cost.forward_passes,
+                "wall_secs": cost.wall_secs,
+                "flops": cost.flops,
+                "energy_joules": cost.energy_joules,
+                "energy_measured": cost.energy_measured,
+                "energy_source": cost.energy_source,
+                "tok_per_sec": cost.tok_per_sec,
+            },
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&out)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }

@@ -64,6 +64,18 @@ pub enum EngineError {
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),
 
+    /// The user cancelled the run.
+    #[error("cancelled")]
+    Cancelled,
+
+    /// A batched pass failed for a reason reported to every run in it.
+    #[error("{0}")]
+    Failed(String),
+
+    /// The engine worker is gone (shut down or crashed).
+    #[error("the engine worker stopped: {0}")]
+    WorkerGone(String),
+
     /// Downloading or verifying model weights failed.
     #[error("model fetch failed: {0}")]
     Fetch(String),

@@ -1,0 +1,222 @@
+//! One answer extractor for every strategy: boxed answers, "the answer is …", the last number,
+//! or a short phrase.
+
+/// Extract the final answer from a reasoning text.
+pub fn extract_answer(text: &str) -> Option<String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if let Some(boxed) = last_boxed(text) {
+        return Some(clean(&boxed));
+    }
+    let lower = text.to_lowercase();
+    let cues = [
+        "final answer is",
+        "final answer:",
+        "the answer is",
+        "answer is",
+        "answer:",
+        "answer =",
+    ];
+    let mut best: Option<(usize, usize)> = None;
+    for cue in cues {
+        if let Some(pos) = lower.rfind(cue) {
+            let end = pos + cue.len();
+            if best.is_none_or(|(b, _)| pos > b) {
+                best = Some((pos, end));
+            }
+        }
+    }
+    if let Some((_, end)) = best {
+        let rest = &text[end..];
+        let phrase = rest
+            .trim_start_matches([' ', ':', '*', '$', '='])
+            .split(['\n'])
+            .next()
+            .unwrap_or("");
+        let phrase = first_sentence(phrase);
+        if let Some(n) = last_number(phrase).filter(|_| phrase.split_whitespace().count() <= 6) {
+            return Some(n);
+        }
+        let cleaned = clean(phrase);
+        if !cleaned.is_empty() {
+            return Some(cleaned);
+        }
+    }
+    if let Some(n) = last_number(text) {
+        return Some(n);
+    }
+    let words = text.split_whitespace().count();
+    (words <= 6)
+        .then(|| clean(first_sentence(text)))
+        .filter(|s| !s.is_empty())
+}
+
+/// Canonical form for comparing and voting: numbers in plain decimal, other text lower-case
+/// without surrounding punctuation.
+pub fn normalize(answer: &str) -> String {
+    if let Some(x) = parse_number(answer) {
+        return format_number(x);
+    }
+    clean(answer).to_lowercase()
+}
+
+/// Whether two answers agree (numerically when both are numbers).
+pub fn answers_match(a: &str, b: &str) -> bool {
+    match (parse_number(a), parse_number(b)) {
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-6 * x.abs().max(y.abs()).max(1.0),
+        _ => normalize(a) == normalize(b),
+    }
+}
+
+/// Parse a number written with optional sign, thousands separators, currency or percent sign.
+pub fn parse_number(s: &str) -> Option<f64> {
+    let t: String = s
+        .trim()
+        .trim_matches(['$', '%', '.', ' ', '*'])
+        .chars()
+        .filter(|c| *c != ',')
+        .collect();
+    if t.is_empty() {
+        return None;
+    }
+    t.parse::<f64>().ok().filter(|x| x.is_finite())
+}
+
+fn format_number(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        let s = format!("{x:.6}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+}
+
+fn last_boxed(text: &str) -> Option<String> {
+    let start = text.rfind("\\boxed{")? + "\\boxed{".len();
+    let mut depth = 1;
+    for (i, c) in text[start..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(text[start..start + i].to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn first_sentence(s: &str) -> &str {
+    // A period ends the sentence unless it sits between digits (a decimal point).
+    let bytes = s.as_bytes();
+    for (i, c) in s.char_indices() {
+        if c == '.' || c == '!' || c == '?' {
+            let digit_before = i > 0 && bytes[i - 1].is_ascii_digit();
+            let digit_after = bytes.get(i + 1).is_some_and(u8::is_ascii_digit);
+            if !(c == '.' && digit_before && digit_after) {
+                return &s[..i];
+            }
+        }
+    }
+    s
+}
+
+/// The last number in the text, normalised.
+pub fn last_number(text: &str) -> Option<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = chars.len();
+    while i > 0 {
+        i -= 1;
+        if chars[i].is_ascii_digit() {
+            let end = i + 1;
+            let mut start = i;
+            while start > 0 {
+                let c = chars[start - 1];
+                let joins_digits =
+                    (c == ',' || c == '.') && start >= 2 && chars[start - 2].is_ascii_digit();
+                if c.is_ascii_digit() || joins_digits {
+                    start -= 1;
+                } else {
+                    break;
+                }
+            }
+            if start > 0 && chars[start - 1] == '-' {
+                start -= 1;
+            }
+            let s: String = chars[start..end].iter().collect();
+            return parse_number(&s).map(format_number);
+        }
+    }
+    None
+}
+
+fn clean(s: &str) -> String {
+    s.trim()
+        .trim_matches(|c: char| {
+            c.is_whitespace() || matches!(c, '.' | ',' | '*' | '"' | '\'' | '$' | ':' | '`')
+        })
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boxed_wins() {
+        assert_eq!(
+            extract_answer("so x = 3, thus \\boxed{42}.").as_deref(),
+            Some("42")
+        );
+        assert_eq!(
+            extract_answer("\\boxed{\\frac{1}{2}}").as_deref(),
+            Some("\\frac{1}{2}")
+        );
+    }
+
+    #[test]
+    fn answer_is_phrases() {
+        assert_eq!(
+            extract_answer("17 * 23 = 391. The answer is 391.").as_deref(),
+            Some("391")
+        );
+        assert_eq!(extract_answer("Answer: 1,234").as_deref(), Some("1234"));
+        assert_eq!(
+            extract_answer("The answer is Paris.").as_deref(),
+            Some("Paris")
+        );
+        assert_eq!(
+            extract_answer("First 2 apples... so the final answer is 3.5 apples.").as_deref(),
+            Some("3.5")
+        );
+    }
+
+    #[test]
+    fn last_number_and_short_phrases() {
+        assert_eq!(
+            extract_answer("We add 2 and 3 to get 5").as_deref(),
+            Some("5")
+        );
+        assert_eq!(extract_answer("It is -7.").as_deref(), Some("-7"));
+        assert_eq!(extract_answer("Paris").as_deref(), Some("Paris"));
+        assert_eq!(extract_answer("   "), None);
+        assert_eq!(
+            extract_answer("a long rambling text with many words and no number at all here"),
+            None
+        );
+    }
+
+    #[test]
+    fn matching_is_numeric() {
+        assert!(answers_match("391", "391.0"));
+        assert!(answers_match("1,000", "1000"));
+        assert!(!answers_match("391", "381"));
+        assert!(answers_match("Paris", "paris."));
+        assert_eq!(normalize("  42.50 "), "42.5");
+    }
+}
