@@ -4,3 +4,5 @@
 //! it from a desktop app and a command line.
 
 pub mod engine;
+pub mod lab;
+pub mod ui;

@@ -1,0 +1,111 @@
+//! Live cost meters for one pane.
+
+use std::collections::VecDeque;
+
+use eframe::egui::{self, Color32, CornerRadius, Pos2, Sense, Stroke, Ui, Vec2};
+
+use crate::engine::cost::CostSnapshot;
+
+/// Recent generation speed, for the sparkline.
+#[derive(Default, Clone)]
+pub struct SpeedHistory {
+    samples: VecDeque<f32>,
+    last_tokens: u64,
+    last_secs: f64,
+}
+
+impl SpeedHistory {
+    /// Record a cost update.
+    pub fn push(&mut self, cost: &CostSnapshot) {
+        let dt = cost.wall_secs - self.last_secs;
+        if dt >= 0.2 {
+            let rate = (cost.generated_tokens.saturating_sub(self.last_tokens)) as f64 / dt;
+            self.samples.push_back(rate as f32);
+            if self.samples.len() > 120 {
+                self.samples.pop_front();
+            }
+            self.last_tokens = cost.generated_tokens;
+            self.last_secs = cost.wall_secs;
+        }
+    }
+
+    /// Forget everything (new run).
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// Human number: 1234567 → "1.23 M".
+pub fn human(x: f64) -> String {
+    let (v, unit) = match x.abs() {
+        a if a >= 1e15 => (x / 1e15, " P"),
+        a if a >= 1e12 => (x / 1e12, " T"),
+        a if a >= 1e9 => (x / 1e9, " G"),
+        a if a >= 1e6 => (x / 1e6, " M"),
+        a if a >= 1e3 => (x / 1e3, " k"),
+        _ => (x, ""),
+    };
+    if unit.is_empty() {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}{unit}")
+    }
+}
+
+/// The meters strip.
+pub fn meters_ui(ui: &mut Ui, cost: &CostSnapshot, history: &SpeedHistory) {
+    ui.horizontal_wrapped(|ui| {
+        ui.spacing_mut().item_spacing.x = 14.0;
+        meter(ui, "prompt", &cost.prompt_tokens_computed.to_string(), "Prompt tokens the model computed (prefill and inserted text).");
+        meter(ui, "reused", &cost.tokens_reused.to_string(), "Tokens whose keys and values came from the cache of a shared prefix instead of being recomputed.");
+        meter(ui, "generated", &cost.generated_tokens.to_string(), "Tokens chosen by the sampler.");
+        meter(ui, "passes", &cost.forward_passes.to_string(), "Forward passes this run took part in; batched passes shared with other branches or panes count once per run.");
+        meter(ui, "time", &format!("{:.1} s", cost.wall_secs), "Wall time since the run started.");
+        ui.vertical(|ui| {
+            ui.label(egui::RichText::new("tok/s").small().weak());
+            ui.horizontal(|ui| {
+                ui.strong(format!("{:.1}", cost.tok_per_sec));
+                sparkline(ui, history);
+            });
+        })
+        .response
+        .on_hover_text("Generated tokens per second (average), with the recent rate as a sparkline.");
+        meter(ui, "FLOPs (est.)", &human(cost.flops), "Estimated floating-point operations: 2 per weight per token plus attention over the context.");
+        let label = if cost.energy_measured { "energy (measured)" } else { "energy (estimated)" };
+        meter(ui, label, &format!("{:.1} J", cost.energy_joules), &cost.energy_source);
+    });
+}
+
+fn meter(ui: &mut Ui, label: &str, value: &str, help: &str) {
+    ui.vertical(|ui| {
+        ui.label(egui::RichText::new(label).small().weak());
+        ui.strong(value);
+    })
+    .response
+    .on_hover_text(help);
+}
+
+fn sparkline(ui: &mut Ui, history: &SpeedHistory) {
+    let (rect, _) = ui.allocate_exact_size(Vec2::new(70.0, 18.0), Sense::hover());
+    let painter = ui.painter_at(rect);
+    painter.rect_filled(rect, CornerRadius::same(2), ui.visuals().extreme_bg_color);
+    let s = &history.samples;
+    if s.len() < 2 {
+        return;
+    }
+    let max = s.iter().copied().fold(1e-3, f32::max);
+    let pts: Vec<Pos2> = s
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            Pos2::new(
+                rect.left() + rect.width() * i as f32 / (s.len() - 1) as f32,
+                rect.bottom() - rect.height() * (v / max),
+            )
+        })
+        .collect();
+    painter.add(egui::Shape::line(
+        pts,
+        Stroke::new(1.5, Color32::from_rgb(86, 156, 255)),
+    ));
+}

@@ -1,0 +1,266 @@
+//! What survives a restart (settings) and what a session file holds.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::cost::CostSnapshot;
+use crate::engine::strategy::{Knobs, RunConfig, Strategy};
+use crate::engine::tree::Tree;
+
+/// How nodes are coloured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ColorBy {
+    /// Mean token log-probability of the node.
+    #[default]
+    Logprob,
+    /// Mean next-token entropy of the node.
+    Entropy,
+    /// Strategy score (verifier value, MCTS value, beam score).
+    Score,
+    /// Which answer the node's path reached.
+    VoteGroup,
+}
+
+impl ColorBy {
+    /// All choices, for menus.
+    pub const ALL: [ColorBy; 4] = [Self::Logprob, Self::Entropy, Self::Score, Self::VoteGroup];
+
+    /// Menu label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Logprob => "Log-probability",
+            Self::Entropy => "Entropy",
+            Self::Score => "Score",
+            Self::VoteGroup => "Vote group",
+        }
+    }
+}
+
+/// Settings of one side-by-side pane.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PaneSettings {
+    /// Strategy registry name.
+    pub strategy: String,
+    /// Samples / width / branches.
+    pub samples: usize,
+    /// Depth / iterations / waits / splits.
+    pub depth: usize,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Nucleus threshold.
+    pub top_p: f32,
+    /// Most tokens per branch.
+    pub max_tokens: usize,
+    /// Thinking budget (budget forcing).
+    pub thinking: usize,
+    /// Whether the run has a total token budget.
+    pub use_budget: bool,
+    /// The total token budget.
+    pub budget: usize,
+    /// Random seed.
+    pub seed: u64,
+}
+
+impl Default for PaneSettings {
+    fn default() -> Self {
+        Self {
+            strategy: "self-consistency".into(),
+            samples: 4,
+            depth: 3,
+            temperature: 0.7,
+            top_p: 0.95,
+            max_tokens: 192,
+            thinking: 256,
+            use_budget: false,
+            budget: 2048,
+            seed: 0,
+        }
+    }
+}
+
+impl PaneSettings {
+    /// Settings for a strategy with its usual defaults.
+    pub fn for_strategy(name: &str) -> Self {
+        Self {
+            strategy: name.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The run configuration these settings describe.
+    pub fn run_config(&self, prompt: &str) -> crate::engine::Result<RunConfig> {
+        let knobs = Knobs {
+            samples: Some(self.samples),
+            depth: Some(self.depth),
+            thinking: Some(self.thinking),
+        };
+        let strategy = Strategy::from_name(&self.strategy, &knobs)?;
+        let config = RunConfig {
+            prompt: prompt.to_owned(),
+            format: Default::default(),
+            strategy,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+            max_tokens: self.max_tokens,
+            budget_tokens: self.use_budget.then_some(self.budget),
+            expected_answer: None,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Settings that persist across restarts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// The prompt being explored.
+    pub prompt: String,
+    /// One to four panes.
+    pub panes: Vec<PaneSettings>,
+    /// Node colouring.
+    pub color_by: ColorBy,
+    /// Last model opened.
+    pub model_path: Option<PathBuf>,
+    /// Keep the whole tree in view while it grows.
+    pub follow: bool,
+    /// Show the teaching note of the System 1 vs System 2 preset.
+    pub teaching_note: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            prompt: "A farmer has 17 sheep. All but 9 run away. How many sheep are left?".into(),
+            panes: vec![PaneSettings::default()],
+            color_by: ColorBy::default(),
+            model_path: None,
+            follow: true,
+            teaching_note: false,
+        }
+    }
+}
+
+impl Settings {
+    /// Where settings live: `$THINKSCOPE_CONFIG_DIR`, `$XDG_CONFIG_HOME/thinkscope` or
+    /// `~/.config/thinkscope`.
+    pub fn default_dir() -> Option<PathBuf> {
+        if let Some(d) = std::env::var_os("THINKSCOPE_CONFIG_DIR") {
+            return Some(PathBuf::from(d));
+        }
+        if let Some(d) = std::env::var_os("XDG_CONFIG_HOME") {
+            return Some(PathBuf::from(d).join("thinkscope"));
+        }
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config").join("thinkscope"))
+    }
+
+    /// Load settings from `dir`; a missing or broken file gives the defaults (and a message).
+    pub fn load(dir: &Path) -> (Self, Option<String>) {
+        let path = dir.join("settings.json");
+        match std::fs::read_to_string(&path) {
+            Err(_) => (Self::default(), None),
+            Ok(text) => match serde_json::from_str::<Settings>(&text) {
+                Ok(mut s) => {
+                    s.sanitize();
+                    (s, None)
+                }
+                Err(e) => (
+                    Self::default(),
+                    Some(format!(
+                        "settings were unreadable and were reset ({e}): {}",
+                        path.display()
+                    )),
+                ),
+            },
+        }
+    }
+
+    /// Write settings to `dir` (atomically: a temporary file, then a rename).
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join("settings.json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_string_pretty(self).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(tmp, dir.join("settings.json"))
+    }
+
+    /// Clamp values a hand-edited file may have broken.
+    pub fn sanitize(&mut self) {
+        if self.panes.is_empty() {
+            self.panes.push(PaneSettings::default());
+        }
+        self.panes.truncate(4);
+        for p in &mut self.panes {
+            p.samples = p.samples.clamp(1, 64);
+            p.depth = p.depth.clamp(1, 64);
+            p.max_tokens = p.max_tokens.clamp(1, 4096);
+            p.thinking = p.thinking.clamp(2, 8192);
+            p.budget = p.budget.clamp(1, 1_000_000);
+            if !(0.0..=5.0).contains(&p.temperature) {
+                p.temperature = 0.7;
+            }
+            if !(p.top_p > 0.0 && p.top_p <= 1.0) {
+                p.top_p = 0.95;
+            }
+        }
+    }
+}
+
+/// One pane's part of a session file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PaneSnapshot {
+    /// The run's configuration, if it ran.
+    pub config: Option<RunConfig>,
+    /// The tree.
+    pub tree: Tree,
+    /// Its cost.
+    pub cost: CostSnapshot,
+}
+
+/// A saved session: prompt, settings, trees and costs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionFile {
+    /// Format version.
+    pub version: u32,
+    /// Settings at save time.
+    pub settings: Settings,
+    /// Each pane's tree and cost.
+    pub panes: Vec<PaneSnapshot>,
+}
+
+/// Current session format.
+pub const SESSION_VERSION: u32 = 1;
+
+impl SessionFile {
+    /// Read and check a session file.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut s: SessionFile = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a thinkscope session file", path.display()))?;
+        if s.version > SESSION_VERSION {
+            anyhow::bail!(
+                "{} was saved by a newer thinkscope (format {}, this one reads {SESSION_VERSION})",
+                path.display(),
+                s.version
+            );
+        }
+        s.settings.sanitize();
+        s.panes.truncate(4);
+        Ok(s)
+    }
+
+    /// Write the session.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let text = serde_json::to_string(self)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+}

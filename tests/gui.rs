@@ -1,0 +1,344 @@
+//! GUI tests: egui_kittest drives the real app (model loading, typing, sliders, runs, panes,
+//! sessions) and keeps snapshot images of the main screens.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use eframe::egui::Role;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use thinkscope::engine::cost::CostSnapshot;
+use thinkscope::engine::tiny::{write_tiny_model, TinySpec};
+use thinkscope::ui::app::PaneStatus;
+use thinkscope::ui::{AppOptions, ThinkscopeApp};
+
+fn harness(dir: &Path) -> Harness<'static, ThinkscopeApp> {
+    let model = dir.join("tiny.gguf");
+    if !model.exists() {
+        write_tiny_model(&model, &TinySpec::llama()).expect("tiny model");
+    }
+    let app = ThinkscopeApp::new(AppOptions {
+        model_path: Some(model),
+        config_dir: Some(dir.join("config")),
+        models_dir: dir.to_owned(),
+    });
+    Harness::builder()
+        .with_size([1280.0, 800.0])
+        // Model text may hold any character (a lone byte of a multi-byte one decodes to U+FFFD).
+        .allow_missing_glyphs()
+        .build_ui_state(|ui, app: &mut ThinkscopeApp| app.ui(ui), app)
+}
+
+/// Step frames until `done` holds (the engine works on its own threads meanwhile).
+fn wait_for(
+    h: &mut Harness<'static, ThinkscopeApp>,
+    what: &str,
+    done: impl Fn(&ThinkscopeApp) -> bool,
+) {
+    let start = Instant::now();
+    while !done(h.state()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.step();
+}
+
+fn ready(h: &mut Harness<'static, ThinkscopeApp>) {
+    wait_for(h, "the model", |a| {
+        a.model_ready() || a.model_error().is_some()
+    });
+    assert!(
+        h.state().model_ready(),
+        "model failed: {:?}",
+        h.state().model_error()
+    );
+}
+
+#[test]
+fn type_slide_run_stop_and_compare() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = harness(dir.path());
+    ready(&mut h);
+
+    // Type a prompt into the editor.
+    h.state_mut().settings.prompt.clear();
+    h.step();
+    let editor = h.get_by_role(Role::MultilineTextInput);
+    editor.focus();
+    editor.type_text("What is 2 + 3?");
+    h.step();
+    assert_eq!(h.state().settings.prompt, "What is 2 + 3?");
+
+    // Move sliders found by their labels.
+    h.get_by_role_and_label(Role::Slider, "Samples (N)")
+        .set_value_accesskit(3.0);
+    h.step();
+    h.get_by_role_and_label(Role::Slider, "Temperature")
+        .set_value_accesskit(1.2);
+    h.step();
+    assert_eq!(h.state().settings.panes[0].samples, 3);
+    assert!((h.state().settings.panes[0].temperature - 1.2).abs() < 1e-3);
+
+    // Run: nodes appear as the tree grows; the run finishes with a tree of 3 samples.
+    h.get_by_label("Run").click();
+    h.step();
+    wait_for(&mut h, "nodes", |a| a.panes[0].tree.nodes.len() > 1);
+    wait_for(&mut h, "the run to end", |a| {
+        matches!(a.panes[0].status, PaneStatus::Done(_))
+    });
+    assert_eq!(h.state().panes[0].tree.nodes[0].children.len(), 3);
+    assert!(h.state().panes[0].cost.generated_tokens > 0);
+
+    // A long run can be stopped midway, keeping its tree.
+    h.state_mut().settings.panes[0].strategy = "mcts".into();
+    h.state_mut().settings.panes[0].depth = 32;
+    h.state_mut().settings.panes[0].max_tokens = 400;
+    h.step();
+    h.get_by_label("Run").click();
+    h.step();
+    wait_for(&mut h, "progress", |a| a.panes[0].tree.nodes.len() > 3);
+    let before = h.state().panes[0].tree.nodes.len();
+    h.get_by_label("Stop").click();
+    h.step();
+    wait_for(&mut h, "the stop", |a| !a.busy());
+    assert_eq!(
+        h.state().panes[0].status,
+        PaneStatus::Done(thinkscope::engine::events::RunOutcome::Cancelled)
+    );
+    assert!(h.state().panes[0].tree.nodes.len() >= before);
+    assert!(
+        h.state().panes[0].tree.nodes.len() > 3,
+        "the stopped tree is kept"
+    );
+
+    // Side by side: System 1 vs System 2, started together.
+    h.get_by_label("System 1 vs System 2").click();
+    h.step();
+    assert_eq!(h.state().panes.len(), 2);
+    assert_eq!(h.state().settings.panes[0].strategy, "system1");
+    assert_eq!(h.state().settings.panes[1].strategy, "self-consistency");
+    h.get_by_label("Run").click();
+    h.step();
+    wait_for(&mut h, "both panes", |a| {
+        a.panes
+            .iter()
+            .all(|p| matches!(p.status, PaneStatus::Done(_)))
+    });
+    for p in &h.state().panes {
+        assert!(p.tree.nodes.len() >= 2);
+        assert!(p.cost.forward_passes > 0);
+    }
+
+    // Pane count from the toolbar.
+    h.get_by_label("4").click();
+    h.step();
+    assert_eq!(h.state().panes.len(), 4);
+}
+
+#[test]
+fn sessions_and_settings_survive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("session.json");
+    {
+        let mut h = harness(dir.path());
+        ready(&mut h);
+        h.state_mut().settings.prompt = "Name a colour.".into();
+        h.state_mut().settings.panes[0].strategy = "best-of-n".into();
+        h.state_mut().run_all();
+        wait_for(&mut h, "the run", |a| {
+            matches!(a.panes[0].status, PaneStatus::Done(_))
+        });
+        h.state().session().write(&session).expect("save session");
+        h.state_mut().save_now();
+    }
+    // Settings persist across a restart.
+    let mut h = harness(dir.path());
+    assert_eq!(h.state().settings.prompt, "Name a colour.");
+    assert_eq!(h.state().settings.panes[0].strategy, "best-of-n");
+    ready(&mut h);
+    // Reopen the session: the same tree comes back.
+    let saved = thinkscope::ui::state::SessionFile::read(&session).expect("read");
+    h.state_mut().open_session(&session).expect("open");
+    h.step();
+    assert_eq!(h.state().panes[0].tree, saved.panes[0].tree);
+    assert!(!h.state().panes[0].tree.nodes.is_empty());
+
+    // A broken session file is an error message, and the current work stays.
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, "{ not json").expect("write");
+    let err = h
+        .state_mut()
+        .open_session(&broken)
+        .expect_err("broken file");
+    assert!(
+        format!("{err:#}").contains("not a thinkscope session"),
+        "{err:#}"
+    );
+    assert_eq!(h.state().panes[0].tree, saved.panes[0].tree);
+}
+
+#[test]
+fn bad_model_file_is_reported_and_the_app_keeps_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.gguf");
+    std::fs::write(&bad, "not a model at all").expect("write");
+    let app = ThinkscopeApp::new(AppOptions {
+        model_path: Some(bad),
+        config_dir: None,
+        models_dir: dir.path().to_owned(),
+    });
+    let mut h = Harness::builder()
+        .with_size([1280.0, 800.0])
+        // Model text may hold any character (a lone byte of a multi-byte one decodes to U+FFFD).
+        .allow_missing_glyphs()
+        .build_ui_state(|ui, app: &mut ThinkscopeApp| app.ui(ui), app);
+    wait_for(&mut h, "the load to fail", |a| a.model_error().is_some());
+    assert!(h
+        .state()
+        .model_error()
+        .is_some_and(|e| e.contains("not a GGUF")));
+    assert!(h.state().notices().iter().any(|n| n.contains("not a GGUF")));
+    // Pressing Run without a model explains itself instead of failing.
+    h.state_mut().run_all();
+    h.step();
+    assert!(h.state().notices().iter().any(|n| n.contains("not loaded")));
+}
+
+/// A tree built from events by hand, so the pictures depend on nothing numerical.
+fn synthetic_session(app: &ThinkscopeApp) -> thinkscope::ui::state::SessionFile {
+    use thinkscope::engine::events::Event;
+    use thinkscope::engine::model::sampling::{Alternative, TokenInfo};
+    use thinkscope::engine::tree::{NodeKind, Scores, Tree};
+    let tok = |text: &str, logprob: f32| TokenInfo {
+        id: 1,
+        text: text.into(),
+        logprob,
+        entropy: -logprob,
+        top: vec![Alternative {
+            id: 1,
+            text: text.into(),
+            logprob,
+        }],
+    };
+    let mut tree = Tree::default();
+    let add = |tree: &mut Tree,
+                   node: usize,
+                   parent: Option<usize>,
+                   kind: NodeKind,
+                   label: &str,
+                   text: &str| {
+        tree.apply(&Event::NodeAdded {
+            run: 1,
+            node,
+            parent,
+            kind,
+            label: label.into(),
+            text: text.into(),
+            fork_at: None,
+        });
+    };
+    add(
+        &mut tree,
+        0,
+        None,
+        NodeKind::Prompt,
+        "prompt",
+        "What is 17 + 25? Think step by step.",
+    );
+    let samples = [
+        (
+            "17 + 25: 7 + 5 = 12, carry 1; 1 + 2 + 1 = 4. The answer is 42.",
+            -0.3,
+            "42",
+        ),
+        ("17 + 25 = 17 + 20 + 5 = 42. The answer is 42.", -0.2, "42"),
+        (
+            "Adding the tens gives 30 and the ones 12, so 32. The answer is 32.",
+            -1.6,
+            "32",
+        ),
+    ];
+    for (i, (text, lp, answer)) in samples.iter().enumerate() {
+        add(
+            &mut tree,
+            i + 1,
+            Some(0),
+            NodeKind::Generated,
+            &format!("sample {}", i + 1),
+            "",
+        );
+        let tokens = text.split_inclusive(' ').map(|w| tok(w, *lp)).collect();
+        tree.apply(&Event::TokensAppended {
+            run: 1,
+            node: i + 1,
+            tokens,
+        });
+        tree.apply(&Event::NodeScored {
+            run: 1,
+            node: i + 1,
+            scores: Scores {
+                mean_logprob: Some(*lp),
+                votes: Some(if *answer == "42" { 2 } else { 1 }),
+                ..Scores::default()
+            },
+        });
+        tree.apply(&Event::NodeFinished {
+            run: 1,
+            node: i + 1,
+            answer: Some(answer.to_string()),
+        });
+    }
+    let tally = [("42".to_string(), 2), ("32".to_string(), 1)]
+        .into_iter()
+        .collect();
+    tree.apply(&Event::AnswerChosen {
+        run: 1,
+        node: Some(2),
+        answer: Some("42".into()),
+        tally,
+    });
+    let mut session = app.session();
+    session.settings.prompt = "What is 17 + 25?".into();
+    session.panes[0].tree = tree;
+    session.panes[0].cost = CostSnapshot {
+        prompt_tokens_computed: 61,
+        tokens_reused: 122,
+        generated_tokens: 57,
+        forward_passes: 20,
+        wall_secs: 2.5,
+        tok_per_sec: 22.8,
+        flops: 1.9e10,
+        energy_joules: 50.0,
+        energy_measured: false,
+        energy_source: "estimated: 10 W x 2 CPU threads".into(),
+    };
+    session
+}
+
+/// Snapshots of the main screens.
+#[test]
+fn snapshots_of_main_screens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = harness(dir.path());
+    ready(&mut h);
+    let path = dir.path().join("fixed.json");
+    synthetic_session(h.state()).write(&path).expect("write");
+    h.state_mut().open_session(&path).expect("open");
+    h.state_mut().panes[0].selected = Some(2);
+    h.state_mut().clear_notices();
+    for _ in 0..4 {
+        h.step();
+    }
+    h.snapshot("explore_single_pane");
+
+    h.state_mut().panes[0].selected = None;
+    h.state_mut().system1_vs_system2();
+    for _ in 0..4 {
+        h.step();
+    }
+    h.snapshot("system1_vs_system2_setup");
+}
