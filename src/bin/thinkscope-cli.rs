@@ -18,6 +18,10 @@ use thinkscope::engine::strategy::{registry, Knobs, RunConfig, Strategy};
 use thinkscope::engine::tree::Tree;
 use thinkscope::engine::worker::{Worker, WorkerOptions};
 use thinkscope::engine::{Engine, Model, SamplingParams};
+use thinkscope::lab::plot;
+use thinkscope::lab::problems::ProblemSource;
+use thinkscope::lab::sweep::{format_table, run_sweep, summarize, write_csv, SweepConfig};
+use thinkscope::lab::SweepProgress;
 
 #[derive(Parser)]
 #[command(
@@ -154,6 +158,53 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Scaling lab: sweep strategies × budgets over a problem set; write accuracy-vs-compute
+    /// figures as CSV (and SVG). Each problem is sampled once at the largest N; smaller N are
+    /// derived from subsets. Finished problems go to a results file at once, so a rerun resumes.
+    Lab {
+        /// Problem set as JSONL: {"question": ..., "answer": ...} per line (GSM8K's "#### 42"
+        /// answers accepted).
+        #[arg(
+            long,
+            required_unless_present = "generate",
+            conflicts_with = "generate"
+        )]
+        set: Option<PathBuf>,
+        /// Built-in problems instead: arithmetic:N[:D] or word:N[:D] (D: difficulty 1..3).
+        #[arg(long)]
+        generate: Option<String>,
+        /// Strategies, comma-separated: greedy, chain-of-thought, self-consistency, best-of-n,
+        /// budget-forcing, beam, mcts, entropy-branching.
+        #[arg(long, value_delimiter = ',', default_value = "greedy,self-consistency")]
+        strategies: Vec<String>,
+        /// Largest budget N (1..64); the sweep reports N = 1, 2, 4, … up to it.
+        #[arg(long, default_value_t = 8)]
+        max_n: usize,
+        /// Seed of the generator, the runs and the resampling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Most tokens per sample.
+        #[arg(long, default_value_t = 128)]
+        max_tokens: usize,
+        /// Sampling temperature.
+        #[arg(long, default_value_t = 0.7)]
+        temperature: f32,
+        /// Nucleus threshold.
+        #[arg(long, default_value_t = 0.95)]
+        top_p: f32,
+        /// Where to write the CSV (one row per strategy and N).
+        #[arg(long)]
+        csv: PathBuf,
+        /// Results file to append to and resume from (default: next to the CSV, *.results.jsonl).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// Also draw the accuracy-vs-tokens curves to this SVG file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// GGUF file (default: the default model).
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Show a model's metadata and configuration.
     Info {
@@ -351,6 +402,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("\nGeneric flags map onto them: --samples (n / width / children / branches), --depth (beam depth / MCTS iterations / max waits / max splits), --budget (run token budget; thinking budget for budget-forcing).");
             }
             Ok(())
+        }
+        Command::Lab {
+            set,
+            generate,
+            strategies,
+            max_n,
+            seed,
+            max_tokens,
+            temperature,
+            top_p,
+            csv,
+            results,
+            svg,
+            model,
+        } => {
+            let source = match (set, generate) {
+                (Some(path), _) => ProblemSource::File(path),
+                (None, Some(spec)) => ProblemSource::Generate(spec.parse()?),
+                (None, None) => bail!("give --set FILE.jsonl or --generate arithmetic:N"),
+            };
+            let config = SweepConfig {
+                strategies,
+                max_n,
+                problems: source.load(seed)?,
+                seed,
+                max_tokens,
+                temperature,
+                top_p,
+            };
+            config.validate()?;
+            let results = results.unwrap_or_else(|| csv.with_extension("results.jsonl"));
+            let model = load_model(model.as_deref(), cli.device)?;
+            lab(model, &config, &results, &csv, svg.as_deref())
         }
         Command::Info { model } => {
             let model = load_model(model.as_deref(), cli.device)?;
@@ -652,6 +736,117 @@ fn run_strategy(
         });
         std::fs::write(path, serde_json::to_string_pretty(&out)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn lab(
+    model: Arc<Model>,
+    config: &SweepConfig,
+    results: &Path,
+    csv: &Path,
+    svg: Option<&Path>,
+) -> anyhow::Result<()> {
+    eprintln!(
+        "lab: {} problems ({}) × {} × N up to {}; results in {}",
+        config.problems.problems.len(),
+        config.problems.name,
+        config.strategies.join(", "),
+        config.max_n,
+        results.display()
+    );
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{pos}/{len} [{bar:30}] {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let mut tokens = 0u64;
+    let outcome = run_sweep(model.clone(), config, results, &cancel, &mut |p| match p {
+        SweepProgress::Started {
+            total,
+            done,
+            ignored,
+        } => {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            if done > 0 {
+                eprintln!(
+                    "resuming: {done} of {total} (problem, strategy) pairs already in the results file"
+                );
+            }
+            if ignored > 0 {
+                eprintln!(
+                    "note: {ignored} records in the results file belong to other settings or problems and are ignored"
+                );
+            }
+        }
+        SweepProgress::PairStarted {
+            problem_id,
+            strategy,
+            ..
+        } => {
+            tokens = 0;
+            bar.set_message(format!("{problem_id} {strategy}"));
+        }
+        SweepProgress::Engine(event) => {
+            if let Event::TokensAppended { tokens: t, .. } = *event {
+                tokens += t.len() as u64;
+                if tokens % 16 == 0 {
+                    bar.tick();
+                }
+            }
+        }
+        SweepProgress::PairFinished { record, done, .. } => {
+            bar.set_position(done as u64);
+            let Some(run) = record.runs.last() else {
+                return;
+            };
+            let right = run.samples.iter().filter(|s| s.correct).count();
+            let line = format!(
+                "{:<22} {:<18} answer {:<10} {} (expected {}; {right}/{} samples right; {:.1}s{})",
+                record.problem_id,
+                record.strategy,
+                run.answer.as_deref().unwrap_or("(none)"),
+                if run.correct { "right" } else { "wrong" },
+                record.expected,
+                run.samples.len(),
+                run.cost.wall_secs,
+                if record.shared_from.is_some() {
+                    ", samples shared"
+                } else {
+                    ""
+                },
+            );
+            bar.suspend(|| eprintln!("{line}"));
+        }
+    })?;
+    bar.finish_and_clear();
+    if !outcome.completed {
+        bail!(
+            "the sweep stopped early; run the same command again to resume from {}",
+            results.display()
+        );
+    }
+    let points = summarize(config, &outcome.records);
+    write_csv(&points, csv)?;
+    print!("{}", format_table(&points));
+    println!(
+        "(per-problem means over {} problems; costs for N below {} are derived from subsets of the N = {} run, not measured)",
+        config.problems.problems.len(),
+        config.max_n,
+        config.max_n
+    );
+    println!("csv: {}", csv.display());
+    if let Some(svg) = svg {
+        let title = format!("{}: {}", model.info.name, config.problems.name);
+        let note = format!(
+            "N up to {}, seed {}, max {} tokens per sample; smaller-N costs derived from the N = {} samples",
+            config.max_n, config.seed, config.max_tokens, config.max_n
+        );
+        plot::write_svg(&points, &title, &note, svg)?;
+        println!("svg: {}", svg.display());
     }
     Ok(())
 }
