@@ -226,11 +226,11 @@ fn synthetic_session(app: &ThinkscopeApp) -> thinkscope::ui::state::SessionFile 
     };
     let mut tree = Tree::default();
     let add = |tree: &mut Tree,
-                   node: usize,
-                   parent: Option<usize>,
-                   kind: NodeKind,
-                   label: &str,
-                   text: &str| {
+               node: usize,
+               parent: Option<usize>,
+               kind: NodeKind,
+               label: &str,
+               text: &str| {
         tree.apply(&Event::NodeAdded {
             run: 1,
             node,

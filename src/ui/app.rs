@@ -1100,6 +1100,7 @@ impl ThinkscopeApp {
             );
             let mut child =
                 ui.new_child(egui::UiBuilder::new().max_rect(rect).id_salt(("pane", i)));
+            child.set_clip_rect(rect.intersect(ui.clip_rect()));
             let focused = i == self.focus;
             let strategy = self.settings.panes[i].strategy.clone();
             let title = self
@@ -1120,17 +1121,28 @@ impl ThinkscopeApp {
             let mut clicked_pane = false;
             frame.show(&mut child, |ui| {
                 ui.set_min_size(rect.size() - egui::vec2(16.0, 16.0));
+                ui.set_max_size(rect.size() - egui::vec2(16.0, 16.0));
                 ui.horizontal(|ui| {
+                    if ui
+                        .small_button("Fit")
+                        .on_hover_text("Fit the whole tree in view")
+                        .clicked()
+                    {
+                        pane.view.follow = true;
+                    }
                     if n > 1 {
                         ui.strong(pane_letter(i));
                     }
                     ui.strong(&title);
                     status_badge(ui, pane.status);
                     if let Some(a) = &pane.tree.answer {
-                        ui.label(
-                            RichText::new(format!("answer: {a}"))
-                                .strong()
-                                .color(crate::ui::theme::CHOSEN),
+                        ui.add(
+                            egui::Label::new(
+                                RichText::new(format!("answer: {a}"))
+                                    .strong()
+                                    .color(crate::ui::theme::CHOSEN),
+                            )
+                            .truncate(),
                         );
                     }
                     if !pane.tree.tally.is_empty() {
@@ -1140,18 +1152,11 @@ impl ThinkscopeApp {
                             .iter()
                             .map(|(a, v)| format!("{a}×{v}"))
                             .collect();
-                        ui.label(RichText::new(votes.join(" ")).small())
-                            .on_hover_text("Vote tally");
+                        ui.add(
+                            egui::Label::new(RichText::new(votes.join("  ")).small()).truncate(),
+                        )
+                        .on_hover_text(format!("Vote tally: {}", votes.join(", ")));
                     }
-                    ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                        if ui
-                            .small_button("Fit")
-                            .on_hover_text("Fit the whole tree in view")
-                            .clicked()
-                        {
-                            pane.view.follow = true;
-                        }
-                    });
                 });
                 meters_ui(ui, &pane.cost, &pane.speed);
                 if !follow {

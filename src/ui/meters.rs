@@ -61,7 +61,7 @@ pub fn meters_ui(ui: &mut Ui, cost: &CostSnapshot, history: &SpeedHistory) {
         meter(ui, "generated", &cost.generated_tokens.to_string(), "Tokens chosen by the sampler.");
         meter(ui, "passes", &cost.forward_passes.to_string(), "Forward passes this run took part in; batched passes shared with other branches or panes count once per run.");
         meter(ui, "time", &format!("{:.1} s", cost.wall_secs), "Wall time since the run started.");
-        ui.vertical(|ui| {
+        ui.allocate_ui_with_layout(Vec2::new(120.0, 32.0), egui::Layout::top_down(egui::Align::Min), |ui| {
             ui.label(egui::RichText::new("tok/s").small().weak());
             ui.horizontal(|ui| {
                 ui.strong(format!("{:.1}", cost.tok_per_sec));
@@ -71,22 +71,27 @@ pub fn meters_ui(ui: &mut Ui, cost: &CostSnapshot, history: &SpeedHistory) {
         .response
         .on_hover_text("Generated tokens per second (average), with the recent rate as a sparkline.");
         meter(ui, "FLOPs (est.)", &human(cost.flops), "Estimated floating-point operations: 2 per weight per token plus attention over the context.");
-        let label = if cost.energy_measured { "energy (measured)" } else { "energy (estimated)" };
+        let label = if cost.energy_measured { "energy (meas.)" } else { "energy (est.)" };
         meter(ui, label, &format!("{:.1} J", cost.energy_joules), &cost.energy_source);
     });
 }
 
 fn meter(ui: &mut Ui, label: &str, value: &str, help: &str) {
-    ui.vertical(|ui| {
-        ui.label(egui::RichText::new(label).small().weak());
-        ui.strong(value);
-    })
+    // Fixed-size cells, so narrow panes wrap whole meters onto a new line.
+    ui.allocate_ui_with_layout(
+        Vec2::new(64.0, 32.0),
+        egui::Layout::top_down(egui::Align::Min),
+        |ui| {
+            ui.label(egui::RichText::new(label).small().weak());
+            ui.strong(value);
+        },
+    )
     .response
     .on_hover_text(help);
 }
 
 fn sparkline(ui: &mut Ui, history: &SpeedHistory) {
-    let (rect, _) = ui.allocate_exact_size(Vec2::new(70.0, 18.0), Sense::hover());
+    let (rect, _) = ui.allocate_exact_size(Vec2::new(60.0, 18.0), Sense::hover());
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, CornerRadius::same(2), ui.visuals().extreme_bg_color);
     let s = &history.samples;
