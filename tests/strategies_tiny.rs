@@ -208,17 +208,32 @@ fn tree_shapes() {
             },
         ),
     );
-    // Width 2 × expansions 2: the first step has 2 candidates, each later step 4, and at most 2
-    // survive each step.
+    // Width 2 × expansions 2: the first step has 2 candidates; at most 2 survive each step, and
+    // every step with more candidates than that prunes the rest.
     let step1 = &beam.tree.nodes[0].children;
     assert_eq!(step1.len(), 2);
-    let pruned = beam
-        .tree
-        .nodes
-        .iter()
-        .filter(|n| n.status == NodeStatus::Pruned)
-        .count();
-    assert!(pruned > 0, "beam search prunes");
+    for d in 1..=3 {
+        let prefix = format!("step {d} ·");
+        let cands: Vec<_> = beam
+            .tree
+            .nodes
+            .iter()
+            .filter(|n| n.label.starts_with(&prefix))
+            .collect();
+        let pruned = cands
+            .iter()
+            .filter(|n| n.status == NodeStatus::Pruned)
+            .count();
+        assert!(
+            cands.len() - pruned <= 2,
+            "step {d}: {} survivors",
+            cands.len() - pruned
+        );
+        assert!(
+            pruned >= cands.len().saturating_sub(2),
+            "step {d} prunes its surplus"
+        );
+    }
 
     let bf = run_one(
         &model,

@@ -8,6 +8,7 @@ pub mod error;
 pub mod events;
 pub mod fetch;
 pub mod generate;
+pub mod kernels;
 pub mod kv;
 pub mod model;
 pub mod strategy;

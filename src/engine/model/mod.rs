@@ -13,7 +13,7 @@ pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
@@ -24,6 +24,7 @@ use self::gguf::GgufFile;
 use self::template::ChatTemplate;
 use self::tokenizer::Tokenizer;
 use crate::engine::error::{EngineError, Result};
+use crate::engine::kernels::{self, Format, Isa, QuantMatrix};
 use crate::engine::kv::{KvLayout, SeqKv};
 
 /// What a user sees about a loaded model.
@@ -43,10 +44,31 @@ pub struct ModelInfo {
     pub has_chat_template: bool,
 }
 
-/// A dense or quantized weight matrix `[out, in]`.
-struct Linear {
-    weight: QMatMul,
-    out_dim: usize,
+/// A weight matrix `[out, in]`: our own kernels for the formats they cover, candle's otherwise.
+enum Linear {
+    Candle { weight: QMatMul, out_dim: usize },
+    Own(QuantMatrix),
+}
+
+impl Linear {
+    fn from_qtensor(t: QTensor, out_dim: usize, in_dim: usize, device: &Device) -> Result<Self> {
+        let format = match t.dtype() {
+            GgmlDType::Q4_1 => Some(Format::Q4_1),
+            GgmlDType::Q8_0 => Some(Format::Q8_0),
+            _ => None,
+        };
+        let own = device.is_cpu() && std::env::var("THINKSCOPE_KERNELS").as_deref() != Ok("candle");
+        if let (Some(format), true) = (format, own) {
+            let data = t.data()?.into_owned();
+            if let Some(m) = QuantMatrix::new(format, out_dim, in_dim, data) {
+                return Ok(Self::Own(m));
+            }
+        }
+        Ok(Self::Candle {
+            weight: QMatMul::from_qtensor(t)?,
+            out_dim,
+        })
+    }
 }
 
 struct Layer {
@@ -104,6 +126,8 @@ pub struct Model {
     layers: Vec<Layer>,
     /// Per layer: inverse frequencies of the rotary embedding.
     inv_freq: Vec<Vec<f32>>,
+    /// Instruction set of the own kernels.
+    isa: Isa,
 }
 
 impl Model {
@@ -128,10 +152,7 @@ impl Model {
         } else {
             // Tied embeddings: the LM head is the embedding matrix.
             let t = gguf.tensor("token_embd.weight", &[c.vocab, c.hidden], device)?;
-            Linear {
-                weight: QMatMul::from_qtensor(t)?,
-                out_dim: c.vocab,
-            }
+            Linear::from_qtensor(t, c.vocab, c.hidden, device)?
         };
         let output_norm = gguf.vector("output_norm.weight", c.hidden)?;
 
@@ -249,6 +270,7 @@ impl Model {
             output_norm,
             layers,
             inv_freq,
+            isa: kernels::detect(),
         })
     }
 
@@ -451,11 +473,32 @@ impl Model {
     }
 
     fn matmul(&self, w: &Linear, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        let in_dim = x.len() / rows.max(1);
-        let xt = Tensor::from_slice(x, (rows, in_dim), &self.device)?;
-        let y = w.weight.forward(&xt)?;
-        debug_assert_eq!(y.dims(), [rows, w.out_dim]);
-        Ok(y.flatten_all()?.to_vec1()?)
+        match w {
+            Linear::Own(m) => Ok(m.matmul(x, rows, self.isa)),
+            Linear::Candle { weight, out_dim } => {
+                let in_dim = x.len() / rows.max(1);
+                let xt = Tensor::from_slice(x, (rows, in_dim), &self.device)?;
+                let y = weight.forward(&xt)?;
+                debug_assert_eq!(y.dims(), [rows, *out_dim]);
+                Ok(y.flatten_all()?.to_vec1()?)
+            }
+        }
+    }
+
+    /// Which kernels run the matmuls, for benchmarks and the UI.
+    pub fn kernel_summary(&self) -> String {
+        let own = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down])
+            .chain(std::iter::once(&self.output))
+            .filter(|l| matches!(l, Linear::Own(_)))
+            .count();
+        let total = self.layers.len() * 7 + 1;
+        format!(
+            "{own}/{total} matmuls on thinkscope kernels ({:?}), the rest on candle",
+            self.isa
+        )
     }
 }
 
@@ -467,10 +510,7 @@ fn linear(
     device: &Device,
 ) -> Result<Linear> {
     let t = gguf.tensor(name, &[out_dim, in_dim], device)?;
-    Ok(Linear {
-        weight: QMatMul::from_qtensor(t)?,
-        out_dim,
-    })
+    Linear::from_qtensor(t, out_dim, in_dim, device)
 }
 
 /// Attention of one query head over positions `range` of one cached key/value head.
