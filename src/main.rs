@@ -41,14 +41,17 @@ fn main() -> eframe::Result {
         )
         .init();
     let args = Args::parse();
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        // The UI needs a core of its own: candle's pool spins, and sharing a core slows both.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // The UI needs a core of its own; the engine's kernels get the rest.
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let threads = args
             .threads
             .unwrap_or_else(|| cores.saturating_sub(1).max(1));
-        std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // candle's pool spins while idle; it only runs the formats without an own kernel.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
     let options = AppOptions {
         model_path: args.model,

@@ -54,7 +54,7 @@ pub fn select(pref: DevicePref) -> (Device, Option<String>) {
 /// A short human description of a device.
 pub fn describe(device: &Device) -> String {
     match device {
-        Device::Cpu => format!("CPU ({} threads)", candle_core::utils::get_num_threads()),
+        Device::Cpu => format!("CPU ({} threads)", rayon::current_num_threads()),
         Device::Cuda(_) => "CUDA GPU 0".into(),
         Device::Metal(_) => "Metal GPU 0".into(),
     }

@@ -197,7 +197,7 @@ impl WorkerLoop {
         let (req_tx, req_rx) = unbounded();
         let (int_tx, int_rx) = unbounded();
         let gpu = !model.device().is_cpu();
-        let energy = EnergyMeter::detect(candle_core::utils::get_num_threads(), gpu);
+        let energy = EnergyMeter::detect(rayon::current_num_threads(), gpu);
         Self {
             engine: Engine::new(model.clone(), options.kv_budget_bytes),
             model,

@@ -8,10 +8,10 @@ use std::path::Path;
 use super::sweep::SweepPoint;
 use super::{LabError, Result};
 
-const WIDTH: f64 = 760.0;
+const WIDTH: f64 = 800.0;
 const HEIGHT: f64 = 460.0;
 const LEFT: f64 = 64.0;
-const RIGHT: f64 = 210.0;
+const RIGHT: f64 = 230.0;
 const TOP: f64 = 48.0;
 const BOTTOM: f64 = 64.0;
 const COLORS: &[&str] = &[

@@ -450,7 +450,6 @@ pub fn run_sweep(
     });
 
     let mut writer = ResultsWriter::open(results)?;
-    let mut worker: Option<Worker> = None;
     let mut next_run: RunId = 1;
     let mut finished = resumed;
     let mut records = Vec::with_capacity(total);
@@ -493,14 +492,6 @@ pub fn run_sweep(
                     ..other.clone()
                 }
             } else {
-                let worker = match &mut worker {
-                    Some(w) => w,
-                    None => worker.insert(Worker::spawn(
-                        model.clone(),
-                        WorkerOptions::default(),
-                        Arc::new(|| {}),
-                    )?),
-                };
                 let ns = match mode {
                     SweepMode::Single => vec![1],
                     SweepMode::Pool => vec![config.max_n],
@@ -512,8 +503,13 @@ pub fn run_sweep(
                         config.run_config(&problem.question, *mode, canonical, n, seed)?;
                     let run = next_run;
                     next_run += 1;
+                    // A fresh worker per run: no prefix cached by an earlier run changes what
+                    // this one computes, so a resumed sweep reproduces an uninterrupted one and
+                    // every run's cost is measured cold.
+                    let worker =
+                        Worker::spawn(model.clone(), WorkerOptions::default(), Arc::new(|| {}))?;
                     let Some((tree, cost)) =
-                        run_once(worker, run, run_config, cancel, progress, label, problem)?
+                        run_once(&worker, run, run_config, cancel, progress, label, problem)?
                     else {
                         return Ok(SweepOutcome {
                             records,
@@ -594,8 +590,6 @@ fn run_once(
             Event::RunFinished { outcome, cost, .. } => {
                 let (outcome, cost) = (*outcome, cost.clone());
                 progress(SweepProgress::Engine(Box::new(event)));
-                // The tree is in the record now; free the run's cached sequences.
-                worker.send(Command::Forget(run))?;
                 return match outcome {
                     RunOutcome::Completed => Ok(Some((tree, cost))),
                     RunOutcome::Cancelled => Ok(None),
