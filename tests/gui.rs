@@ -342,3 +342,31 @@ fn snapshots_of_main_screens() {
     }
     h.snapshot("system1_vs_system2_setup");
 }
+
+#[test]
+fn lab_sweep_draws_curves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = harness(dir.path());
+    ready(&mut h);
+    h.get_by_label("Lab").click();
+    h.step();
+    {
+        let lab = &mut h.state_mut().settings.lab;
+        lab.count = 3;
+        lab.max_n = 4;
+        lab.max_tokens = 8;
+    }
+    h.step();
+    h.get_by_label("Start sweep").click();
+    h.step();
+    wait_for(&mut h, "the sweep", |a| !a.lab.running() && !a.lab.points.is_empty());
+    let points = &h.state().lab.points;
+    // Greedy, self-consistency and best-of-N at N = 1, 2, 4.
+    assert!(points.iter().any(|p| p.strategy == "self-consistency" && p.n == 4));
+    assert!(points.iter().all(|p| (0.0..=1.0).contains(&p.accuracy)));
+    for _ in 0..3 {
+        h.step();
+    }
+    // Settings persist the view.
+    assert_eq!(h.state().settings.view, thinkscope::ui::state::View::Lab);
+}

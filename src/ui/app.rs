@@ -16,9 +16,10 @@ use crate::engine::tree::{NodeId, Tree};
 use crate::engine::worker::{Worker, WorkerOptions};
 use crate::engine::Model;
 use crate::ui::inspector::{inspector_ui, BranchRequest};
+use crate::ui::lab_view::{export_csv, lab_controls_ui, lab_plot_ui, LabState};
 use crate::ui::meters::{meters_ui, SpeedHistory};
 use crate::ui::state::{
-    ColorBy, PaneSettings, PaneSnapshot, SessionFile, Settings, SESSION_VERSION,
+    ColorBy, PaneSettings, PaneSnapshot, SessionFile, Settings, View, SESSION_VERSION,
 };
 use crate::ui::tree_view::TreeView;
 
@@ -59,6 +60,7 @@ enum Job {
     ExportJson(PathBuf),
     ExportMarkdown(PathBuf),
     ExportPng(PathBuf),
+    ExportLabCsv(PathBuf),
     Screenshot(Arc<ColorImage>),
 }
 
@@ -135,6 +137,8 @@ pub struct ThinkscopeApp {
     last_save: Instant,
     pending_png: Option<PathBuf>,
     strategies: Vec<StrategyInfo>,
+    /// The scaling lab's sweep.
+    pub lab: LabState,
 }
 
 const TEACHING_NOTE: &str = "System 1 answers at once: one greedy pass, no reasoning. System 2 spends test-time compute: it samples several reasoning traces and lets them vote. Run both on the same question and compare the answers, the trees and the meters: more thinking costs tokens, time and energy, and does not always pay.";
@@ -166,6 +170,7 @@ impl ThinkscopeApp {
             last_save: Instant::now(),
             pending_png: None,
             strategies: registry(),
+            lab: LabState::default(),
         };
         if let Some(w) = warning {
             app.notify(w, true);
@@ -353,9 +358,16 @@ impl ThinkscopeApp {
                         c.request_repaint();
                     });
                 }
+                Job::ExportLabCsv(p) => {
+                    let result = export_csv(&self.lab, &p);
+                    self.report(result, &p);
+                }
                 Job::Screenshot(img) => {
                     if let Some(p) = self.pending_png.take() {
-                        let rect = self.panes[self.focus].canvas;
+                        let rect = match self.settings.view {
+                            View::Explore => self.panes[self.focus].canvas,
+                            View::Lab => self.lab.plot_rect(),
+                        };
                         let result = save_png(&img, rect, ctx.pixels_per_point(), &p);
                         self.report(result, &p);
                     }
@@ -649,6 +661,34 @@ impl ThinkscopeApp {
         egui::Panel::top("menu").show(ui, |ui| self.menu_ui(ui));
         egui::Panel::top("toolbar").show(ui, |ui| self.toolbar_ui(ui));
         egui::Panel::bottom("status").show(ui, |ui| self.status_ui(ui));
+        if self.settings.view == View::Lab {
+            let ready = self.model_ready();
+            let mut start = false;
+            egui::Panel::left("lab_controls")
+                .resizable(true)
+                .default_size(300.0)
+                .show(ui, |ui| {
+                    egui::ScrollArea::vertical().show(ui, |ui| {
+                        start = lab_controls_ui(ui, &mut self.settings.lab, &mut self.lab, ready);
+                    });
+                });
+            if start {
+                self.start_sweep(&ctx);
+            }
+            egui::CentralPanel::default().show(ui, |ui| {
+                lab_plot_ui(ui, &mut self.settings.lab, &mut self.lab);
+            });
+        } else {
+            self.explore_ui(ui);
+        }
+        self.notices_ui(&ctx);
+        if self.busy() {
+            ctx.request_repaint_after(Duration::from_millis(250));
+        }
+        self.persist(false);
+    }
+
+    fn explore_ui(&mut self, ui: &mut Ui) {
         egui::Panel::left("controls")
             .resizable(true)
             .default_size(300.0)
@@ -684,11 +724,26 @@ impl ThinkscopeApp {
             }
         }
         egui::CentralPanel::default().show(ui, |ui| self.panes_ui(ui));
-        self.notices_ui(&ctx);
-        if self.busy() {
-            ctx.request_repaint_after(Duration::from_millis(250));
+    }
+
+    fn start_sweep(&mut self, ctx: &egui::Context) {
+        let ModelSlot::Ready { model, .. } = &self.model else {
+            self.notify("The model is not loaded yet.", true);
+            return;
+        };
+        let model = model.clone();
+        let dir = self
+            .options
+            .config_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            self.notify(format!("could not create {}: {e}", dir.display()), true);
+            return;
         }
-        self.persist(false);
+        let results = dir.join("lab-results.jsonl");
+        self.lab
+            .start(model, &self.settings.lab, results, ctx.clone());
     }
 
     fn branch(&mut self, pane: usize, b: BranchRequest) {
@@ -743,7 +798,11 @@ impl ThinkscopeApp {
                     self.pick_file(true, ("Markdown", &["md"]), Job::ExportMarkdown);
                     ui.close();
                 }
-                if ui.button("Export canvas as PNG…").clicked() {
+                if ui.button("Export lab results as CSV…").clicked() {
+                    self.pick_file(true, ("CSV", &["csv"]), Job::ExportLabCsv);
+                    ui.close();
+                }
+                if ui.button("Export canvas or plot as PNG…").clicked() {
                     self.pick_file(true, ("PNG image", &["png"]), Job::ExportPng);
                     ui.close();
                 }
@@ -776,6 +835,19 @@ impl ThinkscopeApp {
 
     fn toolbar_ui(&mut self, ui: &mut Ui) {
         ui.horizontal(|ui| {
+            ui.selectable_value(
+                &mut self.settings.view,
+                View::Explore,
+                RichText::new("Explore").strong(),
+            )
+            .on_hover_text("Watch strategies grow their trees live");
+            ui.selectable_value(
+                &mut self.settings.view,
+                View::Lab,
+                RichText::new("Lab").strong(),
+            )
+            .on_hover_text("Accuracy against test-time compute on a problem set");
+            ui.separator();
             let ready = self.model_ready();
             let busy = self.busy();
             let any_paused = self.panes.iter().any(|p| p.status == PaneStatus::Paused);

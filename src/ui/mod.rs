@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod inspector;
+pub mod lab_view;
 pub mod meters;
 pub mod state;
 pub mod theme;

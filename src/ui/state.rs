@@ -129,6 +129,20 @@ pub struct Settings {
     pub follow: bool,
     /// Show the teaching note of the System 1 vs System 2 preset.
     pub teaching_note: bool,
+    /// The scaling lab's settings.
+    pub lab: crate::ui::lab_view::LabSettings,
+    /// Which view is open.
+    pub view: View,
+}
+
+/// The app's two views.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum View {
+    /// Live trees, side by side.
+    #[default]
+    Explore,
+    /// Accuracy against compute.
+    Lab,
 }
 
 impl Default for Settings {
@@ -140,6 +154,8 @@ impl Default for Settings {
             model_path: None,
             follow: true,
             teaching_note: false,
+            lab: Default::default(),
+            view: View::Explore,
         }
     }
 }
