@@ -359,10 +359,14 @@ fn lab_sweep_draws_curves() {
     h.step();
     h.get_by_label("Start sweep").click();
     h.step();
-    wait_for(&mut h, "the sweep", |a| !a.lab.running() && !a.lab.points.is_empty());
+    wait_for(&mut h, "the sweep", |a| {
+        !a.lab.running() && !a.lab.points.is_empty()
+    });
     let points = &h.state().lab.points;
     // Greedy, self-consistency and best-of-N at N = 1, 2, 4.
-    assert!(points.iter().any(|p| p.strategy == "self-consistency" && p.n == 4));
+    assert!(points
+        .iter()
+        .any(|p| p.strategy == "self-consistency" && p.n == 4));
     assert!(points.iter().all(|p| (0.0..=1.0).contains(&p.accuracy)));
     for _ in 0..3 {
         h.step();
