@@ -686,6 +686,13 @@ fn bad_sweep_settings_are_refused() {
             "listed twice",
         ),
         (
+            Box::new(|c: &mut SweepConfig| {
+                c.strategies = vec!["entropy-branching".into()];
+                c.max_n = 1;
+            }),
+            "accepts none of the budgets",
+        ),
+        (
             Box::new(|c: &mut SweepConfig| c.max_tokens = 0),
             "max tokens",
         ),
@@ -707,6 +714,75 @@ fn bad_sweep_settings_are_refused() {
     std::fs::write(&path, "garbage\n{}\n").expect("write");
     let err = read_results(&path).expect_err("corrupt");
     assert!(err.to_string().starts_with("line 1: "), "{err}");
+}
+
+#[test]
+fn search_strategies_run_once_per_budget_they_accept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = tiny_config();
+    config.problems.problems.truncate(1);
+    config.strategies = vec![
+        "chain-of-thought".into(),
+        "beam".into(),
+        "entropy-branching".into(),
+    ];
+    let never = AtomicBool::new(false);
+    let outcome = run_sweep(
+        tiny_model(dir.path()),
+        &config,
+        &dir.path().join("r.jsonl"),
+        &never,
+        &mut |_| {},
+    )
+    .expect("sweep");
+    let ns = |s: &str| -> Vec<usize> {
+        outcome
+            .records
+            .iter()
+            .find(|r| r.strategy == s)
+            .expect(s)
+            .runs
+            .iter()
+            .map(|r| r.n)
+            .collect()
+    };
+    assert_eq!(ns("chain-of-thought"), [1]);
+    assert_eq!(ns("beam"), [1, 2, 4]);
+    assert_eq!(
+        ns("entropy-branching"),
+        [2, 4],
+        "it needs two branches at least"
+    );
+    let points = summarize(&config, &outcome.records);
+    let rows: Vec<(&str, usize)> = points.iter().map(|p| (p.strategy.as_str(), p.n)).collect();
+    assert_eq!(
+        rows,
+        [
+            ("chain-of-thought", 1),
+            ("chain-of-thought", 2),
+            ("chain-of-thought", 4),
+            ("beam", 1),
+            ("beam", 2),
+            ("beam", 4),
+            ("entropy-branching", 2),
+            ("entropy-branching", 4),
+        ]
+    );
+    assert!(
+        points.iter().all(|p| !p.cost_derived),
+        "every cost is measured"
+    );
+    let beam = outcome
+        .records
+        .iter()
+        .find(|r| r.strategy == "beam")
+        .expect("beam");
+    assert!(
+        beam.runs
+            .iter()
+            .all(|r| r.cost.tokens() > 0 && r.cost.wall_secs > 0.0),
+        "each width is a run of its own, measured"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -839,11 +839,15 @@ fn lab(
     write_csv(&points, csv)?;
     print!("{}", format_table(&points));
     println!(
-        "(per-problem means over {} problems; costs for N below {} are derived from subsets of the N = {} run, not measured)",
-        config.problems.problems.len(),
-        config.max_n,
-        config.max_n
+        "(means per problem over {} problems)",
+        config.problems.problems.len()
     );
+    if points.iter().any(|p| p.cost_derived) {
+        let n = config.max_n;
+        println!(
+            "(costs for N below {n} are derived from subsets of the N = {n} run, not measured)"
+        );
+    }
     println!("csv: {}", csv.display());
     if let Some(svg) = svg {
         let title = format!("{}: {}", model.info.name, config.problems.name);

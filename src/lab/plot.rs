@@ -27,9 +27,11 @@ struct Series<'a> {
 impl Series<'_> {
     /// A single run repeated at every budget: drawn as a baseline.
     fn is_baseline(&self) -> bool {
-        self.points
-            .windows(2)
-            .all(|w| w[0].tokens == w[1].tokens && w[0].accuracy == w[1].accuracy)
+        self.points.len() > 1
+            && self
+                .points
+                .windows(2)
+                .all(|w| w[0].tokens == w[1].tokens && w[0].accuracy == w[1].accuracy)
     }
 }
 

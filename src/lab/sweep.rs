@@ -110,6 +110,25 @@ pub fn budgets(max_n: usize) -> Vec<usize> {
     out
 }
 
+/// The budgets a strategy is run at: once at 1 (single), once at `max_n` (pool), or at every
+/// budget its width accepts (per budget; entropy branching, say, needs at least 2 branches).
+fn run_budgets(mode: SweepMode, canonical: &str, max_n: usize) -> Vec<usize> {
+    match mode {
+        SweepMode::Single => vec![1],
+        SweepMode::Pool => vec![max_n],
+        SweepMode::PerBudget => budgets(max_n)
+            .into_iter()
+            .filter(|&n| {
+                let knobs = Knobs {
+                    samples: Some(n),
+                    ..Knobs::default()
+                };
+                Strategy::from_name(canonical, &knobs).is_ok()
+            })
+            .collect(),
+    }
+}
+
 impl SweepConfig {
     /// Reject settings that make no sense, naming them.
     pub fn validate(&self) -> Result<()> {
@@ -117,15 +136,21 @@ impl SweepConfig {
         if self.strategies.is_empty() {
             return bad("no strategies given".into());
         }
+        if self.max_n == 0 || self.max_n > MAX_BUDGET {
+            return bad(format!("max N {} is outside [1, {MAX_BUDGET}]", self.max_n));
+        }
         let mut seen = BTreeSet::new();
         for s in &self.strategies {
-            let (_, canonical) = sweep_mode(s)?;
+            let (mode, canonical) = sweep_mode(s)?;
             if !seen.insert(canonical) {
                 return bad(format!("strategy '{s}' is listed twice"));
             }
-        }
-        if self.max_n == 0 || self.max_n > MAX_BUDGET {
-            return bad(format!("max N {} is outside [1, {MAX_BUDGET}]", self.max_n));
+            if run_budgets(mode, canonical, self.max_n).is_empty() {
+                return bad(format!(
+                    "{s} accepts none of the budgets up to max N {}",
+                    self.max_n
+                ));
+            }
         }
         if self.problems.problems.is_empty() {
             return bad("the problem set is empty".into());
@@ -492,11 +517,7 @@ pub fn run_sweep(
                     ..other.clone()
                 }
             } else {
-                let ns = match mode {
-                    SweepMode::Single => vec![1],
-                    SweepMode::Pool => vec![config.max_n],
-                    SweepMode::PerBudget => budgets(config.max_n),
-                };
+                let ns = run_budgets(*mode, canonical, config.max_n);
                 let mut runs = Vec::with_capacity(ns.len());
                 for n in ns {
                     let run_config =
