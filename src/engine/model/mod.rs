@@ -120,7 +120,8 @@ pub struct Model {
     /// Description for the UI.
     pub info: ModelInfo,
     device: Device,
-    embed: QTensor,
+    /// Token embeddings, unless the tied LM head's own-kernel matrix serves them.
+    embed: Option<QTensor>,
     output: Linear,
     output_norm: Vec<f32>,
     layers: Vec<Layer>,
@@ -146,13 +147,22 @@ impl Model {
                 c.vocab, c.hidden
             )));
         }
-        let embed = gguf.tensor("token_embd.weight", &[c.vocab, c.hidden], &Device::Cpu)?;
-        let output = if gguf.has_tensor("output.weight") {
-            linear(&mut gguf, "output.weight", c.vocab, c.hidden, device)?
+        let (embed, output) = if gguf.has_tensor("output.weight") {
+            let embed = gguf.tensor("token_embd.weight", &[c.vocab, c.hidden], &Device::Cpu)?;
+            let output = linear(&mut gguf, "output.weight", c.vocab, c.hidden, device)?;
+            (Some(embed), output)
         } else {
-            // Tied embeddings: the LM head is the embedding matrix.
+            // Tied embeddings: the LM head is the embedding matrix. When our own kernel holds it,
+            // embedding rows are read from the same bytes, so the matrix is in memory once.
             let t = gguf.tensor("token_embd.weight", &[c.vocab, c.hidden], device)?;
-            Linear::from_qtensor(t, c.vocab, c.hidden, device)?
+            let output = Linear::from_qtensor(t, c.vocab, c.hidden, device)?;
+            let embed = match output {
+                Linear::Own(_) => None,
+                Linear::Candle { .. } => {
+                    Some(gguf.tensor("token_embd.weight", &[c.vocab, c.hidden], &Device::Cpu)?)
+                }
+            };
+            (embed, output)
         };
         let output_norm = gguf.vector("output_norm.weight", c.hidden)?;
 
@@ -330,8 +340,24 @@ impl Model {
             return Ok(Vec::new());
         }
 
-        let ids_t = Tensor::new(ids.as_slice(), &Device::Cpu)?;
-        let mut x: Vec<f32> = self.embed.embedding(&ids_t)?.flatten_all()?.to_vec1()?;
+        let mut x: Vec<f32> = match (&self.embed, &self.output) {
+            (Some(embed), _) => {
+                let ids_t = Tensor::new(ids.as_slice(), &Device::Cpu)?;
+                embed.embedding(&ids_t)?.flatten_all()?.to_vec1()?
+            }
+            (None, Linear::Own(m)) => {
+                let mut x = vec![0f32; rows * c.hidden];
+                for (row, &id) in x.chunks_mut(c.hidden).zip(&ids) {
+                    m.dequantize_row(id as usize, row);
+                }
+                x
+            }
+            (None, Linear::Candle { .. }) => {
+                return Err(EngineError::InvalidTensor(
+                    "no token embedding loaded".into(),
+                ))
+            }
+        };
         if c.embed_scale != 1.0 {
             x.iter_mut().for_each(|v| *v *= c.embed_scale);
         }
