@@ -117,8 +117,15 @@ impl QuantMatrix {
             .zip(self.data.par_chunks(CHUNK * row_bytes))
             .for_each(|(out, w)| {
                 for (o, wrow) in w.chunks(row_bytes).enumerate() {
-                    for r in 0..n {
-                        out[o * n + r] = self.dot(wrow, &acts, r, isa);
+                    let out = &mut out[o * n..(o + 1) * n];
+                    let mut r = 0;
+                    // Four activation rows per pass over the weight row, where the ISA allows.
+                    while isa == Isa::Avx2 && r + 4 <= n {
+                        out[r..r + 4].copy_from_slice(&self.dot4(wrow, &acts, r));
+                        r += 4;
+                    }
+                    for (r, o) in out.iter_mut().enumerate().skip(r) {
+                        *o = self.dot(wrow, &acts, r, isa);
                     }
                 }
             });
@@ -150,6 +157,42 @@ impl QuantMatrix {
             }
             (_, Format::Q4_1) => dot_q4_1_scalar(wrow, qs, d, s),
             (_, Format::Q8_0) => dot_q8_0_scalar(wrow, qs, d),
+        }
+    }
+
+    /// Dot products of one weight row with activation rows `r..r + 4` (AVX2 only).
+    #[inline]
+    fn dot4(&self, wrow: &[u8], acts: &QuantActs, r: usize) -> [f32; 4] {
+        let b = acts.blocks;
+        let row = |k: usize| {
+            let i = r + k;
+            (
+                &acts.qs[i * b * BLOCK..(i + 1) * b * BLOCK],
+                &acts.d[i * b..(i + 1) * b],
+                &acts.s[i * b..(i + 1) * b],
+            )
+        };
+        let (q0, d0, s0) = row(0);
+        let (q1, d1, s1) = row(1);
+        let (q2, d2, s2) = row(2);
+        let (q3, d3, s3) = row(3);
+        #[cfg(target_arch = "x86_64")]
+        {
+            match self.format {
+                // SAFETY: only called when `detect` found AVX2 and FMA.
+                Format::Q4_1 => unsafe {
+                    avx2::dot_q4_1_x4(wrow, [q0, q1, q2, q3], [d0, d1, d2, d3], [s0, s1, s2, s3])
+                },
+                // SAFETY: as above.
+                Format::Q8_0 => unsafe {
+                    avx2::dot_q8_0_x4(wrow, [q0, q1, q2, q3], [d0, d1, d2, d3])
+                },
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (q0, d0, s0, q1, d1, s1, q2, d2, s2, q3, d3, s3);
+            std::array::from_fn(|k| self.dot(wrow, acts, r + k, Isa::Scalar))
         }
     }
 
