@@ -222,6 +222,19 @@ impl Ctx {
         Ok(reply)
     }
 
+    /// Prefill `tokens` into a new sequence (reusing any cached prefix) that this run holds.
+    fn prefill_ids(&mut self, tokens: Vec<u32>) -> Result<(SeqId, Vec<f32>)> {
+        match self.request(Op::Prefill { tokens })? {
+            Reply::Prefilled { seq, logits } => {
+                self.live.push(seq);
+                Ok((seq, logits))
+            }
+            _ => Err(EngineError::WorkerGone(
+                "unexpected reply to prefill".into(),
+            )),
+        }
+    }
+
     fn add_cost(&mut self, c: &OpCost) {
         self.cost.prompt_tokens_computed += c.prompt_tokens_computed;
         self.cost.tokens_reused += c.tokens_reused;
@@ -289,15 +302,7 @@ impl Ctx {
             self.config.format,
         )?;
         self.prompt_ids = ids.clone();
-        let Reply::Prefilled { seq, logits } = self.request(Op::Prefill {
-            tokens: ids.clone(),
-        })?
-        else {
-            return Err(EngineError::WorkerGone(
-                "unexpected reply to prefill".into(),
-            ));
-        };
-        self.live.push(seq);
+        let (seq, logits) = self.prefill_ids(ids.clone())?;
         let node = self.add_node(None, NodeKind::Prompt, "prompt", &text, None);
         Ok(Branch {
             seq,
@@ -318,15 +323,7 @@ impl Ctx {
         first: u32,
         greedy: bool,
     ) -> Result<Branch> {
-        let Reply::Prefilled { seq, logits } = self.request(Op::Prefill {
-            tokens: ids.clone(),
-        })?
-        else {
-            return Err(EngineError::WorkerGone(
-                "unexpected reply to prefill".into(),
-            ));
-        };
-        self.live.push(seq);
+        let (seq, logits) = self.prefill_ids(ids.clone())?;
         let (logprobs, entropy) = log_softmax(&logits);
         let info = describe(first, &logprobs, entropy, 5, &self.model.tokenizer);
         let node = self.add_node(Some(parent), NodeKind::Manual, "by hand", "", Some(fork_at));
