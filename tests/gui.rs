@@ -374,3 +374,25 @@ fn lab_sweep_draws_curves() {
     // Settings persist the view.
     assert_eq!(h.state().settings.view, thinkscope::ui::state::View::Lab);
 }
+
+#[test]
+fn a_broken_model_file_keeps_the_loaded_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = harness(dir.path());
+    ready(&mut h);
+    let bad = dir.path().join("truncated.gguf");
+    let bytes = std::fs::read(dir.path().join("tiny.gguf")).expect("read");
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).expect("write");
+    let ctx = h.ctx.clone();
+    h.state_mut().open_model(&ctx, bad);
+    wait_for(&mut h, "the error", |a| {
+        a.notices().iter().any(|n| n.contains("truncated"))
+    });
+    assert!(h.state().model_ready(), "the working model stays loaded");
+    h.state_mut().settings.panes[0].strategy = "system1".into();
+    h.state_mut().run_all();
+    wait_for(&mut h, "a run on the kept model", |a| {
+        matches!(a.panes[0].status, PaneStatus::Done(_))
+    });
+    assert!(h.state().panes[0].tree.nodes.len() >= 2);
+}

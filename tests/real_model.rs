@@ -171,6 +171,12 @@ fn greedy_answer_is_coherent_and_stable() {
     let a = run();
     assert!(a.text.contains("Paris"), "answer: {:?}", a.text);
     assert_eq!(a.stop_reason, StopReason::EndOfText);
+    // The streamed text is exactly the decoding of the tokens (the end token excluded).
+    let ids: Vec<u32> = a.tokens[..a.tokens.len() - 1]
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(a.text, model.tokenizer.decode(&ids).expect("decode"));
     assert_eq!(a.text, run().text, "greedy output is stable across runs");
 }
 

@@ -218,14 +218,20 @@ impl ThinkscopeApp {
         let ctx = ctx.clone();
         let explicit = self.model_path.clone();
         let dir = self.options.models_dir.clone();
-        self.model = match &explicit {
-            Some(p) => ModelSlot::Loading(p.clone()),
-            None => ModelSlot::Fetching {
-                stage: "checking",
-                bytes: 0,
-                total: 1,
-            },
-        };
+        // A loaded model stays in use until the new one is ready: a file that fails to load
+        // then costs nothing but a message.
+        if !self.model_ready() {
+            self.model = match &explicit {
+                Some(p) => ModelSlot::Loading(p.clone()),
+                None => ModelSlot::Fetching {
+                    stage: "checking",
+                    bytes: 0,
+                    total: 1,
+                },
+            };
+        } else if let Some(p) = &explicit {
+            self.notify(format!("Loading {}…", p.display()), false);
+        }
         let spawned = std::thread::Builder::new()
             .name("thinkscope-load".into())
             .spawn(move || {
@@ -268,11 +274,6 @@ impl ThinkscopeApp {
 
     /// Open another model file (keeps the current one if this fails).
     pub fn open_model(&mut self, ctx: &egui::Context, path: PathBuf) {
-        for pane in &mut self.panes {
-            if pane.status == PaneStatus::Running || pane.status == PaneStatus::Paused {
-                pane.status = PaneStatus::Done(RunOutcome::Cancelled);
-            }
-        }
         self.model_path = Some(path);
         self.start_loading(ctx);
     }
@@ -308,20 +309,32 @@ impl ThinkscopeApp {
                         Arc::new(move || waker_ctx.request_repaint()),
                     ) {
                         Ok(worker) => {
-                            self.settings.model_path =
-                                self.model_path.clone().filter(|_| true).or(Some(path));
-                            if self.options.model_path.is_none() && self.model_path.is_none() {
-                                self.settings.model_path = None;
+                            // `None` means the default model, fetched when missing.
+                            self.settings.model_path = self.model_path.clone();
+                            // Replacing the worker ends the old model's runs.
+                            for pane in &mut self.panes {
+                                if matches!(pane.status, PaneStatus::Running | PaneStatus::Paused) {
+                                    pane.status = PaneStatus::Done(RunOutcome::Cancelled);
+                                }
+                            }
+                            if self.model_ready() {
+                                self.notify(format!("Opened {}", path.display()), false);
                             }
                             self.model = ModelSlot::Ready { model, worker };
                         }
+                        Err(e) if self.model_ready() => self.notify(format!("{e}"), true),
                         Err(e) => self.model = ModelSlot::Failed(format!("{e}")),
                     }
                 }
                 Job::Loaded(path, Err(e)) => {
                     let msg = format!("could not open {}: {e}", path.display());
                     self.notify(msg.clone(), true);
-                    self.model = ModelSlot::Failed(msg);
+                    if self.model_ready() {
+                        // Keep the model that works; remember it, not the broken file.
+                        self.model_path = self.settings.model_path.clone();
+                    } else {
+                        self.model = ModelSlot::Failed(msg);
+                    }
                 }
                 Job::PickedModel(p) => self.open_model(ctx, p),
                 Job::OpenSession(p) => {

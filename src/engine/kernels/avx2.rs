@@ -12,16 +12,11 @@ use half::f16;
 pub unsafe fn dot_q4_1(w: &[u8], qs: &[i8], d: &[f32], s: &[f32]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut mins = 0f32;
-    let mask = _mm_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     for (b, blk) in w.chunks_exact(20).enumerate() {
         let dw = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
         let mw = f16::from_le_bytes([blk[2], blk[3]]).to_f32();
-        // 16 bytes of nibbles: low nibbles are elements 0..16, high nibbles 16..32.
-        let raw = _mm_loadu_si128(blk.as_ptr().add(4) as *const __m128i);
-        let lo = _mm_and_si128(raw, mask);
-        let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
-        let wq = _mm256_set_m128i(hi, lo);
+        let wq = unpack_q4_1(blk);
         let xq = _mm256_loadu_si256(qs.as_ptr().add(b * 32) as *const __m256i);
         // Unsigned weights × signed activations, pairwise summed to i16, then to i32.
         let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(wq, xq), ones);
@@ -54,6 +49,18 @@ pub unsafe fn dot_q8_0(w: &[u8], qs: &[i8], d: &[f32]) -> f32 {
     hsum(acc)
 }
 
+/// The 32 four-bit values of a Q4_1 block as bytes, in element order: the low nibbles of its 16
+/// bytes are elements 0..16, the high nibbles 16..32.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn unpack_q4_1(blk: &[u8]) -> __m256i {
+    let mask = _mm_set1_epi8(0x0F);
+    let raw = _mm_loadu_si128(blk.as_ptr().add(4) as *const __m128i);
+    let lo = _mm_and_si128(raw, mask);
+    let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+    _mm256_set_m128i(hi, lo)
+}
+
 #[target_feature(enable = "avx2,fma")]
 unsafe fn hsum(v: __m256) -> f32 {
     let hi = _mm256_extractf128_ps(v, 1);
@@ -73,15 +80,11 @@ unsafe fn hsum(v: __m256) -> f32 {
 pub unsafe fn dot_q4_1_x4(w: &[u8], qs: [&[i8]; 4], d: [&[f32]; 4], s: [&[f32]; 4]) -> [f32; 4] {
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut mins = [0f32; 4];
-    let mask = _mm_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     for (b, blk) in w.chunks_exact(20).enumerate() {
         let dw = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
         let mw = f16::from_le_bytes([blk[2], blk[3]]).to_f32();
-        let raw = _mm_loadu_si128(blk.as_ptr().add(4) as *const __m128i);
-        let lo = _mm_and_si128(raw, mask);
-        let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
-        let wq = _mm256_set_m128i(hi, lo);
+        let wq = unpack_q4_1(blk);
         for r in 0..4 {
             let xq = _mm256_loadu_si256(qs[r].as_ptr().add(b * 32) as *const __m256i);
             let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(wq, xq), ones);

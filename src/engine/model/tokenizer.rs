@@ -213,22 +213,30 @@ impl Tokenizer {
 }
 
 /// Streams tokens to text without splitting multi-byte characters.
+///
+/// Only a short window of recent tokens is decoded per step (as candle's `TokenOutputStream`
+/// does), so streaming a long generation stays linear in its length.
 #[derive(Default)]
 pub struct TextStream {
     ids: Vec<u32>,
-    emitted: usize,
+    /// Start of the window that is decoded for context.
+    prev: usize,
+    /// End of the text already emitted.
+    current: usize,
 }
 
 impl TextStream {
     /// Push one token; returns the newly completed text, if any.
     pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String> {
         self.ids.push(id);
-        let text = tok.decode(&self.ids)?;
-        if text.ends_with('\u{FFFD}') {
+        let before = tok.decode(&self.ids[self.prev..self.current])?;
+        let text = tok.decode(&self.ids[self.prev..])?;
+        if text.len() <= before.len() || text.ends_with('\u{FFFD}') {
             return Ok(String::new());
         }
-        let new = text.get(self.emitted..).unwrap_or_default().to_owned();
-        self.emitted = text.len();
+        let new = text.get(before.len()..).unwrap_or_default().to_owned();
+        self.prev = self.current;
+        self.current = self.ids.len();
         Ok(new)
     }
 }
