@@ -1,57 +1,38 @@
-//! The project's own quantized matmul for the formats candle lacks fast CPU kernels for.
+//! The project's own quantized matmul, for every GGML weight format the models ship in
+//! (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K).
 //!
-//! Activations are quantized once per call (to 8-bit blocks), and every weight row is used for
-//! all activation rows while it is hot in cache, so a batch of sixteen branches streams the weights
-//! from memory once, not sixteen times. Dot products use AVX2 when the CPU has it (detected at run
-//! time, so a binary built without `target-cpu=native` is still fast) and portable scalar code
-//! otherwise; both are tested against a dequantize-then-multiply reference.
+//! At load time each weight matrix is repacked (once, streaming from the file) into tiles of 16
+//! rows × 32 columns: integer codes interleaved so that one 32-bit lane holds four consecutive
+//! codes of one row, and an f32 scale and minimum per row and 32 (or 16) columns, so that
+//! `value = d · code + m` for every format. A vector of sixteen lanes is then sixteen output rows:
+//! one broadcast of four activation bytes and one `vpdpbusd` (AVX-512 VNNI) or
+//! `vpmaddubsw`+`vpmaddwd` (AVX2) advance sixteen dot products by four terms, and no horizontal
+//! sums are ever needed. Activations are quantized once per call to 8 bits per element in blocks
+//! of 32; each weight tile, once loaded and unpacked, is used for four activation rows, and each
+//! 16-row group for all activation rows while it is in cache, so sixteen branches or a whole
+//! prompt stream the weights from memory once.
+//!
+//! The instruction set is picked at run time (a binary built without `target-cpu=native` is still
+//! fast), with portable scalar code as the fallback; all three are tested against candle's own
+//! dequantization followed by an f32 matmul.
 
 #![allow(unsafe_code)]
 
-use half::f16;
+mod pack;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
-mod avx2;
+use self::pack::{decode, Decoded};
+pub use self::pack::{Kind, Min, Source};
 
-/// Elements per quantization block (Q4_1 and Q8_0 alike).
+/// Columns per block (activation quantization block, weight sub-block).
 pub const BLOCK: usize = 32;
-
-/// Weight formats with a kernel here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// 32 × 4-bit values with an f16 scale and an f16 minimum (20 bytes a block).
-    Q4_1,
-    /// 32 × 8-bit values with an f16 scale (34 bytes a block).
-    Q8_0,
-}
-
-impl Format {
-    /// Bytes per block.
-    pub fn block_bytes(self) -> usize {
-        match self {
-            Format::Q4_1 => 20,
-            Format::Q8_0 => 34,
-        }
-    }
-}
-
-/// A quantized weight matrix `[rows, cols]` in GGML block layout, row-major.
-pub struct QuantMatrix {
-    format: Format,
-    rows: usize,
-    cols: usize,
-    data: Vec<u8>,
-}
-
-/// Activations quantized to 8 bits in blocks of 32: per block a scale `d` and `s = d * Σq`.
-pub struct QuantActs {
-    rows: usize,
-    blocks: usize,
-    qs: Vec<i8>,
-    d: Vec<f32>,
-    s: Vec<f32>,
-}
+/// Rows per tile: the lanes of one vector.
+pub const LANES: usize = 16;
+/// Activation rows that share one unpacked weight tile.
+const TILE_ROWS: usize = 4;
 
 /// Which implementation runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,29 +41,140 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA.
     Avx2,
+    /// x86-64 AVX-512 (F, BW) with VNNI.
+    Avx512Vnni,
 }
 
-/// The best implementation this CPU supports.
+/// The best implementation this CPU supports. `THINKSCOPE_ISA=scalar|avx2` picks a lesser one
+/// (benchmarks, debugging).
 pub fn detect() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        return Isa::Avx2;
+    let best = available().last().copied().unwrap_or(Isa::Scalar);
+    match std::env::var("THINKSCOPE_ISA").as_deref() {
+        Ok("scalar") => Isa::Scalar,
+        Ok("avx2") if available().contains(&Isa::Avx2) => Isa::Avx2,
+        _ => best,
     }
-    Isa::Scalar
 }
 
-impl QuantMatrix {
-    /// Wrap raw GGML blocks. `None` when the sizes do not add up.
-    pub fn new(format: Format, rows: usize, cols: usize, data: Vec<u8>) -> Option<Self> {
-        if cols % BLOCK != 0 || data.len() != rows * cols / BLOCK * format.block_bytes() {
-            return None;
+/// Every implementation this CPU can run, worst first.
+pub fn available() -> Vec<Isa> {
+    #[allow(unused_mut)]
+    let mut v = vec![Isa::Scalar];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            v.push(Isa::Avx2);
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512vnni")
+            {
+                v.push(Isa::Avx512Vnni);
+            }
         }
-        Some(Self {
-            format,
+    }
+    v
+}
+
+/// A weight matrix `[rows, cols]` repacked into 16-row tiles (see the module docs).
+pub struct PackedMatrix {
+    source: Source,
+    rows: usize,
+    cols: usize,
+    groups: usize,
+    blocks: usize,
+    /// `[group][block][tile bytes]`.
+    codes: Vec<u8>,
+    /// `[group][block][sub][16]`.
+    d: Vec<f32>,
+    /// Like `d`; empty when the minimum is a fixed multiple of the scale.
+    m: Vec<f32>,
+}
+
+/// Activations quantized to 8 bits in blocks of 32.
+pub struct QuantActs {
+    rows: usize,
+    blocks: usize,
+    /// `[row][cols]`.
+    qs: Vec<i8>,
+    /// Scale per block: `[row][block]`.
+    d: Vec<f32>,
+    /// `d · Σq` per block.
+    s: Vec<f32>,
+    /// `d · Σq` per half block: `[row][block][2]`.
+    s16: Vec<f32>,
+}
+
+impl PackedMatrix {
+    /// Repack a matrix whose GGML rows are delivered, sixteen at a time (fewer for the last
+    /// group), by `read`. Errors when `cols` is not a whole number of the format's blocks.
+    pub fn pack<E>(
+        source: Source,
+        rows: usize,
+        cols: usize,
+        mut read: impl FnMut(&mut [u8]) -> Result<(), E>,
+    ) -> Result<Self, PackError<E>> {
+        let be = source.block_elems();
+        if rows == 0 || cols == 0 || cols % be != 0 {
+            return Err(PackError::Shape { rows, cols, source });
+        }
+        let blocks = cols / BLOCK;
+        let groups = rows.div_ceil(LANES);
+        let tb = source.kind().tile_bytes();
+        let subs = source.subs();
+        let stored = source.min() == Min::Stored;
+        let mut codes = vec![0u8; groups * blocks * tb];
+        let mut d = vec![0f32; groups * blocks * subs * LANES];
+        let mut m = if stored { d.clone() } else { Vec::new() };
+        let row_bytes = cols / be * source.block_bytes();
+        let mut raw = vec![0u8; LANES * row_bytes];
+        let mut dec = vec![Decoded::default(); be / BLOCK];
+        for g in 0..groups {
+            let n = (rows - g * LANES).min(LANES);
+            read(&mut raw[..n * row_bytes]).map_err(PackError::Read)?;
+            for k in 0..n {
+                let row = &raw[k * row_bytes..(k + 1) * row_bytes];
+                for (gb, blk) in row.chunks_exact(source.block_bytes()).enumerate() {
+                    decode(source, blk, &mut dec);
+                    for (j, sub) in dec.iter().enumerate() {
+                        let b = gb * (be / BLOCK) + j;
+                        let tile = &mut codes[(g * blocks + b) * tb..][..tb];
+                        put_codes(source.kind(), tile, k, &sub.codes);
+                        for s in 0..subs {
+                            let at = ((g * blocks + b) * subs + s) * LANES + k;
+                            d[at] = sub.d[s];
+                            if stored {
+                                m[at] = sub.m[s];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            source,
             rows,
             cols,
-            data,
+            groups,
+            blocks,
+            codes,
+            d,
+            m,
         })
+    }
+
+    /// Repack a matrix held in memory as GGML rows.
+    pub fn from_ggml(source: Source, rows: usize, cols: usize, bytes: &[u8]) -> Option<Self> {
+        let be = source.block_elems();
+        if cols % be != 0 || bytes.len() != rows * cols / be * source.block_bytes() {
+            return None;
+        }
+        let mut at = 0;
+        Self::pack(source, rows, cols, |buf: &mut [u8]| {
+            buf.copy_from_slice(&bytes[at..at + buf.len()]);
+            at += buf.len();
+            Ok::<(), ()>(())
+        })
+        .ok()
     }
 
     /// Output width.
@@ -95,128 +187,216 @@ impl QuantMatrix {
         self.cols
     }
 
-    /// The weight format.
-    pub fn format(&self) -> Format {
-        self.format
+    /// The format the weights came in.
+    pub fn source(&self) -> Source {
+        self.source
     }
 
-    fn row_bytes(&self) -> usize {
-        self.cols / BLOCK * self.format.block_bytes()
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.codes.len() + 4 * (self.d.len() + self.m.len())
+    }
+
+    fn subs(&self) -> usize {
+        self.source.subs()
+    }
+
+    /// Scale and minimum of `row`, block `b`, half `s`.
+    fn scale_min(&self, row: usize, b: usize, s: usize) -> (f32, f32) {
+        let (g, k) = (row / LANES, row % LANES);
+        let subs = self.subs();
+        let at = ((g * self.blocks + b) * subs + s.min(subs - 1)) * LANES + k;
+        let d = self.d[at];
+        let m = match self.source.min() {
+            Min::Stored => self.m[at],
+            Min::Offset(o) => o * d,
+        };
+        (d, m)
+    }
+
+    fn code(&self, row: usize, e: usize) -> u8 {
+        let (g, k) = (row / LANES, row % LANES);
+        let tb = self.source.kind().tile_bytes();
+        let tile = &self.codes[(g * self.blocks + e / BLOCK) * tb..][..tb];
+        get_code(self.source.kind(), tile, k, e % BLOCK)
+    }
+
+    /// Dequantize one row to f32 (embedding lookups, references).
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
+        for (e, o) in out.iter_mut().enumerate().take(self.cols) {
+            let (d, m) = self.scale_min(row, e / BLOCK, (e % BLOCK) / 16);
+            *o = d * self.code(row, e) as f32 + m;
+        }
     }
 
     /// `y = x · Wᵀ` for `n` rows of `x` (`[n, cols]` → `[n, rows]`).
     pub fn matmul(&self, x: &[f32], n: usize, isa: Isa) -> Vec<f32> {
         let acts = quantize_acts(x, n, self.cols);
         let mut y = vec![0f32; n * self.rows];
-        // Work in chunks of output rows; within a chunk each weight row meets every input row.
-        const CHUNK: usize = 32;
-        let row_bytes = self.row_bytes();
-        let mut out_t = vec![0f32; n * self.rows];
-        out_t
-            .par_chunks_mut(CHUNK * n)
-            .zip(self.data.par_chunks(CHUNK * row_bytes))
-            .for_each(|(out, w)| {
-                for (o, wrow) in w.chunks(row_bytes).enumerate() {
-                    let out = &mut out[o * n..(o + 1) * n];
-                    let mut r = 0;
-                    // Four activation rows per pass over the weight row, where the ISA allows.
-                    while isa == Isa::Avx2 && r + 4 <= n {
-                        out[r..r + 4].copy_from_slice(&self.dot4(wrow, &acts, r));
-                        r += 4;
-                    }
-                    for (r, o) in out.iter_mut().enumerate().skip(r) {
-                        *o = self.dot(wrow, &acts, r, isa);
-                    }
-                }
-            });
-        // Transpose [rows, n] → [n, rows].
-        for o in 0..self.rows {
-            for r in 0..n {
-                y[r * self.rows + o] = out_t[o * n + r];
-            }
-        }
+        self.matmul_acts(&acts, isa, &mut y);
         y
     }
 
-    #[inline]
-    fn dot(&self, wrow: &[u8], acts: &QuantActs, r: usize, isa: Isa) -> f32 {
-        let b = acts.blocks;
-        let qs = &acts.qs[r * b * BLOCK..(r + 1) * b * BLOCK];
-        let d = &acts.d[r * b..(r + 1) * b];
-        let s = &acts.s[r * b..(r + 1) * b];
-        match (isa, self.format) {
-            #[cfg(target_arch = "x86_64")]
-            (Isa::Avx2, Format::Q4_1) => {
-                // SAFETY: `Isa::Avx2` is only produced by `detect` after checking AVX2 and FMA.
-                unsafe { avx2::dot_q4_1(wrow, qs, d, s) }
+    /// [`matmul`](Self::matmul) on activations already quantized (shared by the matrices that
+    /// read the same input), writing `[n, rows]` into `y`.
+    pub fn matmul_acts(&self, acts: &QuantActs, isa: Isa, y: &mut [f32]) {
+        let n = acts.rows;
+        assert_eq!(acts.blocks, self.blocks, "activation width");
+        assert_eq!(y.len(), n * self.rows, "output size");
+        // Per group, `[n][16]` outputs; groups are independent, so threads split them.
+        let mut tmp = vec![0f32; self.groups * n * LANES];
+        let per_task = (self.groups / (rayon::current_num_threads() * 8)).max(1);
+        tmp.par_chunks_mut(per_task * n * LANES)
+            .enumerate()
+            .for_each(|(task, out)| {
+                for (i, out) in out.chunks_mut(n * LANES).enumerate() {
+                    self.group(task * per_task + i, acts, isa, out);
+                }
+            });
+        for g in 0..self.groups {
+            let valid = (self.rows - g * LANES).min(LANES);
+            for r in 0..n {
+                let src = &tmp[(g * n + r) * LANES..][..valid];
+                y[r * self.rows + g * LANES..][..valid].copy_from_slice(src);
             }
-            #[cfg(target_arch = "x86_64")]
-            (Isa::Avx2, Format::Q8_0) => {
-                // SAFETY: as above.
-                unsafe { avx2::dot_q8_0(wrow, qs, d) }
-            }
-            (_, Format::Q4_1) => dot_q4_1_scalar(wrow, qs, d, s),
-            (_, Format::Q8_0) => dot_q8_0_scalar(wrow, qs, d),
         }
     }
 
-    /// Dot products of one weight row with activation rows `r..r + 4` (AVX2 only).
-    #[inline]
-    fn dot4(&self, wrow: &[u8], acts: &QuantActs, r: usize) -> [f32; 4] {
-        let b = acts.blocks;
-        let row = |k: usize| {
-            let i = r + k;
-            (
-                &acts.qs[i * b * BLOCK..(i + 1) * b * BLOCK],
-                &acts.d[i * b..(i + 1) * b],
-                &acts.s[i * b..(i + 1) * b],
-            )
+    /// All activation rows against one 16-row group; `out` is `[n][16]`.
+    fn group(&self, g: usize, acts: &QuantActs, isa: Isa, out: &mut [f32]) {
+        let tb = self.source.kind().tile_bytes();
+        let sl = self.blocks * self.subs() * LANES;
+        let tile = Tile {
+            codes: &self.codes[g * self.blocks * tb..][..self.blocks * tb],
+            d: &self.d[g * sl..][..sl],
+            m: if self.m.is_empty() {
+                &[]
+            } else {
+                &self.m[g * sl..][..sl]
+            },
+            blocks: self.blocks,
+            kind: self.source.kind(),
+            subs: self.subs(),
+            min: self.source.min(),
         };
-        let (q0, d0, s0) = row(0);
-        let (q1, d1, s1) = row(1);
-        let (q2, d2, s2) = row(2);
-        let (q3, d3, s3) = row(3);
-        #[cfg(target_arch = "x86_64")]
-        {
-            match self.format {
-                // SAFETY: only called when `detect` found AVX2 and FMA.
-                Format::Q4_1 => unsafe {
-                    avx2::dot_q4_1_x4(wrow, [q0, q1, q2, q3], [d0, d1, d2, d3], [s0, s1, s2, s3])
-                },
-                // SAFETY: as above.
-                Format::Q8_0 => unsafe {
-                    avx2::dot_q8_0_x4(wrow, [q0, q1, q2, q3], [d0, d1, d2, d3])
-                },
+        let n = acts.rows;
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512Vnni => {
+                let mut r = 0;
+                while r < n {
+                    let m = if n - r >= TILE_ROWS { TILE_ROWS } else { 1 };
+                    let o = &mut out[r * LANES..(r + m) * LANES];
+                    // SAFETY: `Isa::Avx2` / `Isa::Avx512Vnni` come from `available`, which checked
+                    // the CPU features the kernels are compiled for.
+                    unsafe { x86::tile(isa, &tile, acts, r, m, o) };
+                    r += m;
+                }
             }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (q0, d0, s0, q1, d1, s1, q2, d2, s2, q3, d3, s3);
-            std::array::from_fn(|k| self.dot(wrow, acts, r + k, Isa::Scalar))
+            _ => scalar_rows(&tile, acts, 0, n, out),
         }
     }
+}
 
-    /// Dequantize one row to f32 (embedding lookups and references).
-    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
-        let rb = self.row_bytes();
-        let w = &self.data[row * rb..(row + 1) * rb];
-        let bb = self.format.block_bytes();
-        for (blk, o) in w.chunks(bb).zip(out.chunks_mut(BLOCK)) {
-            let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-            match self.format {
-                Format::Q4_1 => {
-                    let m = f16::from_le_bytes([blk[2], blk[3]]).to_f32();
-                    for j in 0..16 {
-                        o[j] = d * (blk[4 + j] & 0x0F) as f32 + m;
-                        o[j + 16] = d * (blk[4 + j] >> 4) as f32 + m;
-                    }
-                }
-                Format::Q8_0 => {
-                    for j in 0..BLOCK {
-                        o[j] = d * blk[2 + j] as i8 as f32;
-                    }
+/// One 16-row group's share of a packed matrix.
+pub(crate) struct Tile<'a> {
+    pub codes: &'a [u8],
+    pub d: &'a [f32],
+    pub m: &'a [f32],
+    pub blocks: usize,
+    pub kind: Kind,
+    pub subs: usize,
+    pub min: Min,
+}
+
+/// Errors from [`PackedMatrix::pack`].
+#[derive(Debug)]
+pub enum PackError<E> {
+    /// The shape does not fit the format's blocks.
+    Shape {
+        rows: usize,
+        cols: usize,
+        source: Source,
+    },
+    /// Reading the rows failed.
+    Read(E),
+}
+
+/// Place lane `k`'s 32 codes into a tile. Lane `k` of chunk `c` is bytes `64c + 4k .. 64c + 4k + 4`.
+fn put_codes(kind: Kind, tile: &mut [u8], k: usize, codes: &[u8; 32]) {
+    match kind {
+        Kind::U4 | Kind::U5 => {
+            for c in 0..4 {
+                for i in 0..4 {
+                    let lo = codes[4 * c + i] & 0x0F;
+                    let hi = codes[16 + 4 * c + i] & 0x0F;
+                    tile[64 * c + 4 * k + i] = lo | (hi << 4);
                 }
             }
+            if kind == Kind::U5 {
+                for i in 0..4 {
+                    let mut bits = 0u8;
+                    for g in 0..8 {
+                        bits |= ((codes[4 * g + i] >> 4) & 1) << g;
+                    }
+                    tile[256 + 4 * k + i] = bits;
+                }
+            }
+        }
+        Kind::U8 => {
+            for g in 0..8 {
+                for i in 0..4 {
+                    tile[64 * g + 4 * k + i] = codes[4 * g + i];
+                }
+            }
+        }
+    }
+}
+
+/// Code `e` (0..32) of lane `k` in a tile.
+#[inline]
+fn get_code(kind: Kind, tile: &[u8], k: usize, e: usize) -> u8 {
+    let (g, i) = (e / 4, e % 4);
+    match kind {
+        Kind::U4 | Kind::U5 => {
+            let byte = tile[64 * (g % 4) + 4 * k + i];
+            let lo = if g < 4 { byte & 0x0F } else { byte >> 4 };
+            if kind == Kind::U5 {
+                lo | (((tile[256 + 4 * k + i] >> g) & 1) << 4)
+            } else {
+                lo
+            }
+        }
+        Kind::U8 => tile[64 * g + 4 * k + i],
+    }
+}
+
+/// The portable kernel: activation rows `r0 .. r0 + m` against one tile group.
+pub(crate) fn scalar_rows(t: &Tile<'_>, acts: &QuantActs, r0: usize, m: usize, out: &mut [f32]) {
+    let tb = t.kind.tile_bytes();
+    for (r, out) in (r0..r0 + m).zip(out.chunks_mut(LANES)) {
+        let qs = &acts.qs[r * acts.blocks * BLOCK..][..acts.blocks * BLOCK];
+        for (k, o) in out.iter_mut().enumerate() {
+            let mut acc = 0f32;
+            for b in 0..t.blocks {
+                let tile = &t.codes[b * tb..][..tb];
+                let q = &qs[b * BLOCK..][..BLOCK];
+                let dx = acts.d[r * acts.blocks + b];
+                for s in 0..2 {
+                    let mut sum = 0i32;
+                    for e in 16 * s..16 * s + 16 {
+                        sum += get_code(t.kind, tile, k, e) as i32 * q[e] as i32;
+                    }
+                    let at = (b * t.subs + s.min(t.subs - 1)) * LANES + k;
+                    let d = t.d[at];
+                    let m = match t.min {
+                        Min::Stored => t.m[at],
+                        Min::Offset(o) => o * d,
+                    };
+                    acc += d * dx * sum as f32 + m * acts.s16[(r * acts.blocks + b) * 2 + s];
+                }
+            }
+            *o = acc;
         }
     }
 }
@@ -227,6 +407,7 @@ pub fn quantize_acts(x: &[f32], n: usize, cols: usize) -> QuantActs {
     let mut qs = vec![0i8; n * cols];
     let mut d = vec![0f32; n * blocks];
     let mut s = vec![0f32; n * blocks];
+    let mut s16 = vec![0f32; n * blocks * 2];
     for (i, (xb, qb)) in x
         .chunks(BLOCK)
         .zip(qs.chunks_mut(BLOCK))
@@ -236,14 +417,16 @@ pub fn quantize_acts(x: &[f32], n: usize, cols: usize) -> QuantActs {
         let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
         let scale = amax / 127.0;
         let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-        let mut sum = 0i32;
-        for (q, v) in qb.iter_mut().zip(xb) {
+        let mut sums = [0i32; 2];
+        for (j, (q, v)) in qb.iter_mut().zip(xb).enumerate() {
             let r = (v * inv).round() as i32;
             *q = r.clamp(-127, 127) as i8;
-            sum += *q as i32;
+            sums[j / 16] += *q as i32;
         }
         d[i] = scale;
-        s[i] = scale * sum as f32;
+        s[i] = scale * (sums[0] + sums[1]) as f32;
+        s16[2 * i] = scale * sums[0] as f32;
+        s16[2 * i + 1] = scale * sums[1] as f32;
     }
     QuantActs {
         rows: n,
@@ -251,6 +434,7 @@ pub fn quantize_acts(x: &[f32], n: usize, cols: usize) -> QuantActs {
         qs,
         d,
         s,
+        s16,
     }
 }
 
@@ -261,119 +445,159 @@ impl QuantActs {
     }
 }
 
-fn dot_q4_1_scalar(w: &[u8], qs: &[i8], d: &[f32], s: &[f32]) -> f32 {
-    let mut acc = 0f32;
-    for (b, blk) in w.chunks(20).enumerate() {
-        let dw = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-        let mw = f16::from_le_bytes([blk[2], blk[3]]).to_f32();
-        let q = &qs[b * BLOCK..(b + 1) * BLOCK];
-        let mut sum = 0i32;
-        for j in 0..16 {
-            sum += (blk[4 + j] & 0x0F) as i32 * q[j] as i32;
-            sum += (blk[4 + j] >> 4) as i32 * q[j + 16] as i32;
-        }
-        acc += dw * d[b] * sum as f32 + mw * s[b];
-    }
-    acc
-}
-
-fn dot_q8_0_scalar(w: &[u8], qs: &[i8], d: &[f32]) -> f32 {
-    let mut acc = 0f32;
-    for (b, blk) in w.chunks(34).enumerate() {
-        let dw = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-        let q = &qs[b * BLOCK..(b + 1) * BLOCK];
-        let mut sum = 0i32;
-        for j in 0..BLOCK {
-            sum += blk[2 + j] as i8 as i32 * q[j] as i32;
-        }
-        acc += dw * d[b] * sum as f32;
-    }
-    acc
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::model::sampling::Rng;
+    use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType};
+    use candle_core::Device;
+    use half::f16;
 
-    fn random_matrix(format: Format, rows: usize, cols: usize, rng: &mut Rng) -> QuantMatrix {
-        let mut data = Vec::new();
-        for _ in 0..rows * cols / BLOCK {
-            let d = f16::from_f32(0.01 + rng.next_f64() as f32 * 0.05);
-            data.extend_from_slice(&d.to_le_bytes());
-            match format {
-                Format::Q4_1 => {
-                    let m = f16::from_f32(-0.2 * rng.next_f64() as f32);
-                    data.extend_from_slice(&m.to_le_bytes());
-                    data.extend((0..16).map(|_| rng.next_u64() as u8));
-                }
-                Format::Q8_0 => data.extend((0..32).map(|_| rng.next_u64() as u8)),
-            }
+    const ALL: [Source; 8] = [
+        Source::Q4_0,
+        Source::Q4_1,
+        Source::Q5_0,
+        Source::Q5_1,
+        Source::Q8_0,
+        Source::Q4K,
+        Source::Q5K,
+        Source::Q6K,
+    ];
+
+    fn dtype(s: Source) -> GgmlDType {
+        match s {
+            Source::Q4_0 => GgmlDType::Q4_0,
+            Source::Q4_1 => GgmlDType::Q4_1,
+            Source::Q5_0 => GgmlDType::Q5_0,
+            Source::Q5_1 => GgmlDType::Q5_1,
+            Source::Q8_0 => GgmlDType::Q8_0,
+            Source::Q4K => GgmlDType::Q4K,
+            Source::Q5K => GgmlDType::Q5K,
+            Source::Q6K => GgmlDType::Q6K,
         }
-        QuantMatrix::new(format, rows, cols, data).expect("sizes")
     }
 
-    /// Dequantize the weights and multiply in f32.
-    fn reference(m: &QuantMatrix, x: &[f32], n: usize) -> Vec<f32> {
-        let mut row = vec![0f32; m.cols];
-        let mut y = vec![0f32; n * m.rows];
-        for o in 0..m.rows {
-            m.dequantize_row(o, &mut row);
-            for r in 0..n {
-                y[r * m.rows + o] = row
-                    .iter()
-                    .zip(&x[r * m.cols..(r + 1) * m.cols])
-                    .map(|(a, b)| a * b)
-                    .sum();
-            }
-        }
-        y
-    }
-
-    fn check(format: Format, isa: Isa) {
-        let mut rng = Rng::new(3);
-        for (rows, cols, n) in [(1, 32, 1), (70, 576, 1), (64, 576, 3), (33, 1536, 17)] {
-            let m = random_matrix(format, rows, cols, &mut rng);
-            let x: Vec<f32> = (0..n * cols)
-                .map(|_| 2.0 * rng.next_f64() as f32 - 1.0)
+    /// Random GGML bytes with sane (small, finite) f16 scales where the format keeps them.
+    fn random_ggml(source: Source, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+        let nblocks = rows * cols / source.block_elems();
+        let mut out = Vec::new();
+        let f = |rng: &mut Rng, lo: f32, hi: f32| {
+            f16::from_f32(lo + (hi - lo) * rng.next_f64() as f32).to_le_bytes()
+        };
+        for _ in 0..nblocks {
+            let mut b: Vec<u8> = (0..source.block_bytes())
+                .map(|_| rng.next_u64() as u8)
                 .collect();
-            let got = m.matmul(&x, n, isa);
-            let want = reference(&m, &x, n);
-            let scale = want.iter().fold(1e-3f32, |a, v| a.max(v.abs()));
-            for (g, w) in got.iter().zip(&want) {
-                // 8-bit activations: error well under 1% of the output range.
-                assert!(
-                    (g - w).abs() <= 0.01 * scale,
-                    "{format:?} {isa:?} {rows}x{cols} n={n}: {g} vs {w}"
-                );
+            match source {
+                Source::Q4_0 | Source::Q5_0 | Source::Q8_0 => {
+                    b[..2].copy_from_slice(&f(rng, 0.005, 0.05))
+                }
+                Source::Q4_1 | Source::Q5_1 | Source::Q4K | Source::Q5K => {
+                    b[..2].copy_from_slice(&f(rng, 0.001, 0.02));
+                    b[2..4].copy_from_slice(&f(rng, -0.2, 0.2));
+                }
+                Source::Q6K => b[208..210].copy_from_slice(&f(rng, 0.0005, 0.004)),
+            }
+            out.extend(b);
+        }
+        out
+    }
+
+    fn candle_dequantize(source: Source, rows: usize, cols: usize, bytes: &[u8]) -> Vec<f32> {
+        let t = qtensor_from_ggml(dtype(source), bytes, vec![rows, cols], &Device::Cpu).unwrap();
+        t.dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    #[test]
+    fn repacked_rows_equal_candles_dequantization() {
+        let mut rng = Rng::new(11);
+        for source in ALL {
+            let (rows, cols) = (21, 512);
+            let bytes = random_ggml(source, rows, cols, &mut rng);
+            let want = candle_dequantize(source, rows, cols, &bytes);
+            let m = PackedMatrix::from_ggml(source, rows, cols, &bytes).unwrap();
+            let mut row = vec![0f32; cols];
+            for r in 0..rows {
+                m.dequantize_row(r, &mut row);
+                for (c, (g, w)) in row.iter().zip(&want[r * cols..]).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-6 * (1.0 + w.abs()),
+                        "{source:?} row {r} col {c}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+
+    fn check(isa: Isa) {
+        let mut rng = Rng::new(3);
+        for source in ALL {
+            for (rows, cols, n) in [(1, 256, 1), (70, 512, 1), (64, 768, 3), (33, 1536, 9)] {
+                let bytes = random_ggml(source, rows, cols, &mut rng);
+                let w = candle_dequantize(source, rows, cols, &bytes);
+                let m = PackedMatrix::from_ggml(source, rows, cols, &bytes).unwrap();
+                let x: Vec<f32> = (0..n * cols)
+                    .map(|_| 2.0 * rng.next_f64() as f32 - 1.0)
+                    .collect();
+                let got = m.matmul(&x, n, isa);
+                let mut want = vec![0f32; n * rows];
+                for r in 0..n {
+                    for o in 0..rows {
+                        want[r * rows + o] =
+                            (0..cols).map(|c| x[r * cols + c] * w[o * cols + c]).sum();
+                    }
+                }
+                let scale = want.iter().fold(1e-3f32, |a, v| a.max(v.abs()));
+                for (i, (g, w_)) in got.iter().zip(&want).enumerate() {
+                    // Rounding an activation to 8 bits moves it by at most half a step
+                    // (max|x| / 254 in its block): the sum of |w| times that bounds the error.
+                    let (r, o) = (i / rows, i % rows);
+                    let bound: f32 = (0..cols)
+                        .map(|c| {
+                            let blk = &x[r * cols + c / BLOCK * BLOCK..][..BLOCK];
+                            let amax = blk.iter().fold(0f32, |a, v| a.max(v.abs()));
+                            w[o * cols + c].abs() * amax / 254.0
+                        })
+                        .sum();
+                    assert!(
+                        (g - w_).abs() <= 1.01 * bound + 1e-4 * scale,
+                        "{source:?} {isa:?} {rows}x{cols} n={n} [{i}]: {g} vs {w_} (bound {bound})"
+                    );
+                }
+                if isa != Isa::Scalar {
+                    // The same integers are summed; only float rounding may differ.
+                    let s = m.matmul(&x, n, Isa::Scalar);
+                    for (p, q) in got.iter().zip(&s) {
+                        assert!(
+                            (p - q).abs() <= 1e-4 * (scale + q.abs()),
+                            "{source:?} {isa:?} vs scalar: {p} vs {q}"
+                        );
+                    }
+                }
             }
         }
     }
 
     #[test]
     fn scalar_matches_reference() {
-        check(Format::Q4_1, Isa::Scalar);
-        check(Format::Q8_0, Isa::Scalar);
+        check(Isa::Scalar);
     }
 
     #[test]
-    fn simd_matches_scalar_and_reference() {
-        let isa = detect();
-        check(Format::Q4_1, isa);
-        check(Format::Q8_0, isa);
-        // SIMD and scalar sum the same integers; only float rounding may differ.
-        let mut rng = Rng::new(9);
-        for format in [Format::Q4_1, Format::Q8_0] {
-            let m = random_matrix(format, 40, 576, &mut rng);
-            let x: Vec<f32> = (0..4 * 576).map(|_| rng.next_f64() as f32 - 0.5).collect();
-            let a = m.matmul(&x, 4, isa);
-            let b = m.matmul(&x, 4, Isa::Scalar);
-            for (p, q) in a.iter().zip(&b) {
-                assert!(
-                    (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
-                    "{format:?}: {p} vs {q}"
-                );
-            }
+    fn every_simd_path_on_this_cpu_matches_scalar_and_reference() {
+        for isa in available() {
+            check(isa);
         }
+    }
+
+    #[test]
+    fn bad_shapes_are_refused() {
+        assert!(PackedMatrix::from_ggml(Source::Q4K, 2, 32, &[0; 40]).is_none());
+        assert!(PackedMatrix::from_ggml(Source::Q8_0, 2, 64, &[0; 10]).is_none());
     }
 }

@@ -252,6 +252,26 @@ impl GgufFile {
             })
     }
 
+    /// A reader positioned at the first byte of a tensor's data, after checking that its shape
+    /// is exactly `dims`; with the tensor's type. The data's extent was checked at open.
+    pub fn tensor_reader(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+    ) -> Result<(GgmlDType, &mut BufReader<File>)> {
+        let (actual, dtype) = self.tensor_info(name)?;
+        if actual != dims {
+            return Err(EngineError::InvalidTensor(format!(
+                "tensor '{name}' has shape {actual:?}, the metadata implies {dims:?}"
+            )));
+        }
+        let at = self.content.tensor_data_offset + self.content.tensor_infos[name].offset;
+        self.reader
+            .seek(SeekFrom::Start(at))
+            .map_err(|e| self.corrupt(format!("seeking to tensor '{name}': {e}")))?;
+        Ok((dtype, &mut self.reader))
+    }
+
     /// Read a 1-D f32 vector (norm weights, biases), checking its length.
     pub fn vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>> {
         let t = self.tensor(name, &[len], &Device::Cpu)?;

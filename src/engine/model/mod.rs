@@ -13,6 +13,8 @@ pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
 
+use std::io::Read;
+
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use half::slice::HalfFloatSliceExt;
@@ -24,7 +26,7 @@ use self::gguf::GgufFile;
 use self::template::ChatTemplate;
 use self::tokenizer::Tokenizer;
 use crate::engine::error::{EngineError, Result};
-use crate::engine::kernels::{self, Format, Isa, QuantMatrix};
+use crate::engine::kernels::{self, Isa, PackError, PackedMatrix, Source};
 use crate::engine::kv::{KvLayout, SeqKv};
 
 /// What a user sees about a loaded model.
@@ -47,28 +49,22 @@ pub struct ModelInfo {
 /// A weight matrix `[out, in]`: our own kernels for the formats they cover, candle's otherwise.
 enum Linear {
     Candle { weight: QMatMul, out_dim: usize },
-    Own(QuantMatrix),
+    Own(PackedMatrix),
 }
 
-impl Linear {
-    fn from_qtensor(t: QTensor, out_dim: usize, in_dim: usize, device: &Device) -> Result<Self> {
-        let format = match t.dtype() {
-            GgmlDType::Q4_1 => Some(Format::Q4_1),
-            GgmlDType::Q8_0 => Some(Format::Q8_0),
-            _ => None,
-        };
-        let own = device.is_cpu() && std::env::var("THINKSCOPE_KERNELS").as_deref() != Ok("candle");
-        if let (Some(format), true) = (format, own) {
-            let data = t.data()?.into_owned();
-            if let Some(m) = QuantMatrix::new(format, out_dim, in_dim, data) {
-                return Ok(Self::Own(m));
-            }
-        }
-        Ok(Self::Candle {
-            weight: QMatMul::from_qtensor(t)?,
-            out_dim,
-        })
-    }
+/// The GGML types the own kernels take.
+fn own_source(dtype: GgmlDType) -> Option<Source> {
+    Some(match dtype {
+        GgmlDType::Q4_0 => Source::Q4_0,
+        GgmlDType::Q4_1 => Source::Q4_1,
+        GgmlDType::Q5_0 => Source::Q5_0,
+        GgmlDType::Q5_1 => Source::Q5_1,
+        GgmlDType::Q8_0 => Source::Q8_0,
+        GgmlDType::Q4K => Source::Q4K,
+        GgmlDType::Q5K => Source::Q5K,
+        GgmlDType::Q6K => Source::Q6K,
+        _ => return None,
+    })
 }
 
 struct Layer {
@@ -154,8 +150,7 @@ impl Model {
         } else {
             // Tied embeddings: the LM head is the embedding matrix. When our own kernel holds it,
             // embedding rows are read from the same bytes, so the matrix is in memory once.
-            let t = gguf.tensor("token_embd.weight", &[c.vocab, c.hidden], device)?;
-            let output = Linear::from_qtensor(t, c.vocab, c.hidden, device)?;
+            let output = linear(&mut gguf, "token_embd.weight", c.vocab, c.hidden, device)?;
             let embed = match output {
                 Linear::Own(_) => None,
                 Linear::Candle { .. } => {
@@ -528,6 +523,8 @@ impl Model {
     }
 }
 
+/// Load a weight matrix: repacked for the own kernels (streamed from the file, sixteen rows at
+/// a time, so the GGML copy is never held whole), or as a candle tensor.
 fn linear(
     gguf: &mut GgufFile,
     name: &str,
@@ -535,8 +532,30 @@ fn linear(
     in_dim: usize,
     device: &Device,
 ) -> Result<Linear> {
+    let (_, dtype) = gguf.tensor_info(name)?;
+    let own = device.is_cpu() && std::env::var("THINKSCOPE_KERNELS").as_deref() != Ok("candle");
+    if let (Some(source), true) = (own_source(dtype), own) {
+        let path = gguf.path().to_owned();
+        let (_, reader) = gguf.tensor_reader(name, &[out_dim, in_dim])?;
+        match PackedMatrix::pack(source, out_dim, in_dim, |buf: &mut [u8]| {
+            reader.read_exact(buf)
+        }) {
+            Ok(m) => return Ok(Linear::Own(m)),
+            Err(PackError::Read(e)) => {
+                return Err(EngineError::Corrupt {
+                    path,
+                    reason: format!("reading tensor '{name}': {e}"),
+                })
+            }
+            // Rows that are not whole blocks: candle's kernels handle what they can.
+            Err(PackError::Shape { .. }) => {}
+        }
+    }
     let t = gguf.tensor(name, &[out_dim, in_dim], device)?;
-    Linear::from_qtensor(t, out_dim, in_dim, device)
+    Ok(Linear::Candle {
+        weight: QMatMul::from_qtensor(t)?,
+        out_dim,
+    })
 }
 
 /// Attention of one query head over positions `range` of one cached key/value head.

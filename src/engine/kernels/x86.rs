@@ -1,0 +1,287 @@
+//! AVX-512 VNNI and AVX2 kernels: one 16-row tile group against up to four activation rows.
+//!
+//! Lane `k` of a vector is output row `k` of the group. For each 32-column block and each group
+//! `g` of four columns, the tile holds the four codes of every row side by side, so a broadcast of
+//! the activation's four bytes and one `u8 × i8` dot-product step advance all sixteen rows.
+
+use std::arch::x86_64::*;
+
+use super::{Isa, Kind, Min, QuantActs, Tile, BLOCK, LANES};
+
+const U4: u8 = 0;
+const U5: u8 = 1;
+const U8: u8 = 2;
+
+/// Rows `r0 .. r0 + m` of `acts` (m is 1 or 4) against `t`; `out` is `[m][16]`.
+///
+/// # Safety
+/// `isa` must be supported by this CPU (as checked by [`super::available`]).
+pub unsafe fn tile(isa: Isa, t: &Tile<'_>, acts: &QuantActs, r0: usize, m: usize, out: &mut [f32]) {
+    let off = match t.min {
+        Min::Offset(o) => o,
+        Min::Stored => 0.0,
+    };
+    let stored = t.min == Min::Stored;
+    macro_rules! dispatch {
+        ($f:ident, $m:literal, $r:expr, $out:expr) => {
+            match (t.kind, t.subs == 2, stored) {
+                (Kind::U4, false, true) => $f::<U4, false, true, $m>(t, acts, $r, off, $out),
+                (Kind::U4, false, false) => $f::<U4, false, false, $m>(t, acts, $r, off, $out),
+                (Kind::U5, false, true) => $f::<U5, false, true, $m>(t, acts, $r, off, $out),
+                (Kind::U5, false, false) => $f::<U5, false, false, $m>(t, acts, $r, off, $out),
+                (Kind::U8, false, false) => $f::<U8, false, false, $m>(t, acts, $r, off, $out),
+                (Kind::U8, true, false) => $f::<U8, true, false, $m>(t, acts, $r, off, $out),
+                // No GGML format packs this way; keep a correct path anyway.
+                _ => super::scalar_rows(t, acts, $r, $m, $out),
+            }
+        };
+    }
+    match (isa, m) {
+        (Isa::Avx512Vnni, 4) => dispatch!(k512, 4, r0, out),
+        (Isa::Avx512Vnni, _) => {
+            for r in 0..m {
+                dispatch!(k512, 1, r0 + r, &mut out[r * LANES..(r + 1) * LANES]);
+            }
+        }
+        // AVX2 has sixteen registers: two activation rows at a time.
+        (_, _) => {
+            let mut r = 0;
+            while r < m {
+                if m - r >= 2 {
+                    dispatch!(k256, 2, r0 + r, &mut out[r * LANES..(r + 2) * LANES]);
+                    r += 2;
+                } else {
+                    dispatch!(k256, 1, r0 + r, &mut out[r * LANES..(r + 1) * LANES]);
+                    r += 1;
+                }
+            }
+        }
+    }
+}
+
+const fn tile_bytes(k: u8) -> usize {
+    match k {
+        U4 => 256,
+        U5 => 320,
+        _ => 512,
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn k512<const K: u8, const SUB2: bool, const STORED: bool, const M: usize>(
+    t: &Tile<'_>,
+    a: &QuantActs,
+    r0: usize,
+    off: f32,
+    out: &mut [f32],
+) {
+    let nb = t.blocks;
+    let tb = tile_bytes(K);
+    let subs = if SUB2 { 2 } else { 1 };
+    debug_assert!(t.codes.len() >= nb * tb && t.d.len() >= nb * subs * LANES);
+    debug_assert!(a.qs.len() >= (r0 + M) * nb * BLOCK && out.len() >= M * LANES);
+    let m4 = _mm512_set1_epi8(0x0F);
+    let m10 = _mm512_set1_epi8(0x10);
+    let qp: [*const u8; M] =
+        std::array::from_fn(|r| a.qs.as_ptr().add((r0 + r) * nb * BLOCK) as *const u8);
+    let mut acc = [_mm512_setzero_ps(); M];
+    for b in 0..nb {
+        let tp = t.codes.as_ptr().add(b * tb);
+        let dp = t.d.as_ptr().add(b * subs * LANES);
+        let hb = if K == U5 {
+            _mm512_loadu_si512(tp.add(256) as *const _)
+        } else {
+            _mm512_setzero_si512()
+        };
+        let mut p = [_mm512_setzero_si512(); M];
+        for g in 0..8 {
+            let w = if K == U8 {
+                _mm512_loadu_si512(tp.add(64 * g) as *const _)
+            } else {
+                let raw = _mm512_loadu_si512(tp.add(64 * (g % 4)) as *const _);
+                let lo = if g < 4 {
+                    _mm512_and_si512(raw, m4)
+                } else {
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(raw), m4)
+                };
+                if K == U5 {
+                    // Bit g of each plane byte is the fifth bit of column group g.
+                    let bit = if g <= 4 {
+                        _mm512_sll_epi16(hb, _mm_cvtsi32_si128(4 - g as i32))
+                    } else {
+                        _mm512_srl_epi16(hb, _mm_cvtsi32_si128(g as i32 - 4))
+                    };
+                    _mm512_or_si512(lo, _mm512_and_si512(bit, m10))
+                } else {
+                    lo
+                }
+            };
+            for r in 0..M {
+                let x = (qp[r].add(b * BLOCK + 4 * g) as *const i32).read_unaligned();
+                p[r] = _mm512_dpbusd_epi32(p[r], w, _mm512_set1_epi32(x));
+            }
+            if SUB2 && g == 3 {
+                let dv = _mm512_loadu_ps(dp);
+                for r in 0..M {
+                    let i = (r0 + r) * nb + b;
+                    let t1 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(p[r]),
+                        _mm512_set1_ps(a.d[i]),
+                        _mm512_set1_ps(off * a.s16[2 * i]),
+                    );
+                    acc[r] = _mm512_fmadd_ps(t1, dv, acc[r]);
+                    p[r] = _mm512_setzero_si512();
+                }
+            }
+        }
+        let dv = _mm512_loadu_ps(dp.add(if SUB2 { LANES } else { 0 }));
+        let mv = if STORED {
+            _mm512_loadu_ps(t.m.as_ptr().add(b * LANES))
+        } else {
+            _mm512_setzero_ps()
+        };
+        for r in 0..M {
+            let i = (r0 + r) * nb + b;
+            let pf = _mm512_cvtepi32_ps(p[r]);
+            if STORED {
+                let t1 = _mm512_mul_ps(pf, _mm512_set1_ps(a.d[i]));
+                acc[r] = _mm512_fmadd_ps(t1, dv, acc[r]);
+                acc[r] = _mm512_fmadd_ps(mv, _mm512_set1_ps(a.s[i]), acc[r]);
+            } else {
+                let s = if SUB2 { a.s16[2 * i + 1] } else { a.s[i] };
+                let t1 = _mm512_fmadd_ps(pf, _mm512_set1_ps(a.d[i]), _mm512_set1_ps(off * s));
+                acc[r] = _mm512_fmadd_ps(t1, dv, acc[r]);
+            }
+        }
+    }
+    for (r, v) in acc.iter().enumerate() {
+        _mm512_storeu_ps(out.as_mut_ptr().add(r * LANES), *v);
+    }
+}
+
+/// Sixteen lanes as two AVX2 halves (rows 0..8 and 8..16).
+type V2i = [__m256i; 2];
+type V2f = [__m256; 2];
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load2(p: *const u8) -> V2i {
+    [
+        _mm256_loadu_si256(p as *const __m256i),
+        _mm256_loadu_si256(p.add(32) as *const __m256i),
+    ]
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn k256<const K: u8, const SUB2: bool, const STORED: bool, const M: usize>(
+    t: &Tile<'_>,
+    a: &QuantActs,
+    r0: usize,
+    off: f32,
+    out: &mut [f32],
+) {
+    let nb = t.blocks;
+    let tb = tile_bytes(K);
+    let subs = if SUB2 { 2 } else { 1 };
+    debug_assert!(t.codes.len() >= nb * tb && t.d.len() >= nb * subs * LANES);
+    debug_assert!(a.qs.len() >= (r0 + M) * nb * BLOCK && out.len() >= M * LANES);
+    // Q8_0 codes reach 255, where `vpmaddubsw`'s 16-bit pair sums could saturate: such codes
+    // are split into their low seven bits and their top bit. (Q6_K, the other U8 source, stays
+    // below 64, and it is the one with half-block scales.)
+    let split = K == U8 && !SUB2;
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m10 = _mm256_set1_epi8(0x10);
+    let m7f = _mm256_set1_epi8(0x7F);
+    let m01 = _mm256_set1_epi8(0x01);
+    let ones = _mm256_set1_epi16(1);
+    let w128 = _mm256_set1_epi16(128);
+    let qp: [*const u8; M] =
+        std::array::from_fn(|r| a.qs.as_ptr().add((r0 + r) * nb * BLOCK) as *const u8);
+    let mut acc: [V2f; M] = [[_mm256_setzero_ps(); 2]; M];
+    let step = |p: __m256i, w: __m256i, x: __m256i| -> __m256i {
+        _mm256_add_epi32(p, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones))
+    };
+    for b in 0..nb {
+        let tp = t.codes.as_ptr().add(b * tb);
+        let dp = t.d.as_ptr().add(b * subs * LANES);
+        let hb = if K == U5 {
+            load2(tp.add(256))
+        } else {
+            [_mm256_setzero_si256(); 2]
+        };
+        let mut p: [V2i; M] = [[_mm256_setzero_si256(); 2]; M];
+        for g in 0..8 {
+            let mut w: V2i = [_mm256_setzero_si256(); 2];
+            for h in 0..2 {
+                w[h] = if K == U8 {
+                    _mm256_loadu_si256(tp.add(64 * g + 32 * h) as *const __m256i)
+                } else {
+                    let raw = _mm256_loadu_si256(tp.add(64 * (g % 4) + 32 * h) as *const __m256i);
+                    let lo = if g < 4 {
+                        _mm256_and_si256(raw, m4)
+                    } else {
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4)
+                    };
+                    if K == U5 {
+                        let bit = if g <= 4 {
+                            _mm256_sll_epi16(hb[h], _mm_cvtsi32_si128(4 - g as i32))
+                        } else {
+                            _mm256_srl_epi16(hb[h], _mm_cvtsi32_si128(g as i32 - 4))
+                        };
+                        _mm256_or_si256(lo, _mm256_and_si256(bit, m10))
+                    } else {
+                        lo
+                    }
+                };
+            }
+            for r in 0..M {
+                let x = (qp[r].add(b * BLOCK + 4 * g) as *const i32).read_unaligned();
+                let x = _mm256_set1_epi32(x);
+                for h in 0..2 {
+                    if split {
+                        let lo = _mm256_and_si256(w[h], m7f);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<7>(w[h]), m01);
+                        let top = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x), w128);
+                        p[r][h] = _mm256_add_epi32(step(p[r][h], lo, x), top);
+                    } else {
+                        p[r][h] = step(p[r][h], w[h], x);
+                    }
+                }
+            }
+            if SUB2 && g == 3 {
+                for r in 0..M {
+                    let i = (r0 + r) * nb + b;
+                    let (dx, c) = (_mm256_set1_ps(a.d[i]), _mm256_set1_ps(off * a.s16[2 * i]));
+                    for h in 0..2 {
+                        let dv = _mm256_loadu_ps(dp.add(8 * h));
+                        let t1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p[r][h]), dx, c);
+                        acc[r][h] = _mm256_fmadd_ps(t1, dv, acc[r][h]);
+                        p[r][h] = _mm256_setzero_si256();
+                    }
+                }
+            }
+        }
+        let dq = dp.add(if SUB2 { LANES } else { 0 });
+        for r in 0..M {
+            let i = (r0 + r) * nb + b;
+            let dx = _mm256_set1_ps(a.d[i]);
+            for h in 0..2 {
+                let dv = _mm256_loadu_ps(dq.add(8 * h));
+                let pf = _mm256_cvtepi32_ps(p[r][h]);
+                if STORED {
+                    let mv = _mm256_loadu_ps(t.m.as_ptr().add(b * LANES + 8 * h));
+                    acc[r][h] = _mm256_fmadd_ps(_mm256_mul_ps(pf, dx), dv, acc[r][h]);
+                    acc[r][h] = _mm256_fmadd_ps(mv, _mm256_set1_ps(a.s[i]), acc[r][h]);
+                } else {
+                    let s = if SUB2 { a.s16[2 * i + 1] } else { a.s[i] };
+                    let t1 = _mm256_fmadd_ps(pf, dx, _mm256_set1_ps(off * s));
+                    acc[r][h] = _mm256_fmadd_ps(t1, dv, acc[r][h]);
+                }
+            }
+        }
+    }
+    for (r, v) in acc.iter().enumerate() {
+        _mm256_storeu_ps(out.as_mut_ptr().add(r * LANES), v[0]);
+        _mm256_storeu_ps(out.as_mut_ptr().add(r * LANES + 8), v[1]);
+    }
+}
