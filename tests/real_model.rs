@@ -90,10 +90,13 @@ fn chat_template_matches_llama_cpp_prompt() {
 /// attention inputs, summation order), so where two candidate tokens are nearly tied the argmax may
 /// flip. The oracle check is therefore: our greedy tokens equal llama.cpp's up to the first
 /// divergence, and at that divergence llama.cpp's token is within `NEAR_TIE_NATS` of ours in our own
-/// distribution. A real error in the forward pass, rope, attention or tokenizer moves logits by far
-/// more than that and derails generation within a token or two. Every reference must also agree on
-/// its first `MIN_PREFIX` tokens.
-const NEAR_TIE_NATS: f32 = 0.05;
+/// distribution. The bound is llama.cpp's own spread: at token 7 of "What is the capital of
+/// France?" its one-token decode picked 12693 (the reference), while its batched evaluation of the
+/// same sequence (llama-cpp-python 0.3.36, `logits_all`) puts 2828 ahead by 0.150 nats, so its two
+/// code paths already disagree by more than 0.15 there. A real error in the forward pass, rope,
+/// attention or tokenizer moves logits by far more than that and derails generation within a token
+/// or two. Every reference must also agree on its first `MIN_PREFIX` tokens.
+const NEAR_TIE_NATS: f32 = 0.3;
 const MIN_PREFIX: usize = 5;
 
 #[test]
