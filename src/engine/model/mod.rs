@@ -125,6 +125,8 @@ pub struct Model {
     inv_freq: Vec<Vec<f32>>,
     /// Instruction set of the own kernels.
     isa: Isa,
+    /// Threads for the forward pass (as many as the global pool has: `RAYON_NUM_THREADS`).
+    pool: rayon::ThreadPool,
 }
 
 impl Model {
@@ -276,6 +278,11 @@ impl Model {
             layers,
             inv_freq,
             isa: kernels::detect(),
+            pool: rayon::ThreadPoolBuilder::new()
+                .num_threads(rayon::current_num_threads())
+                .thread_name(|i| format!("thinkscope-kernel-{i}"))
+                .build()
+                .map_err(|e| EngineError::InvalidParameter(format!("starting threads: {e}")))?,
         })
     }
 
@@ -298,6 +305,12 @@ impl Model {
     ///
     /// Returns, per item, the logits rows it asked for.
     pub fn forward(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<Vec<f32>>>> {
+        // Run on the model's own pool: the kernels' parallel loops then start from a pool thread,
+        // which takes a share of the work itself instead of waking the pool and sleeping.
+        self.pool.install(|| self.forward_inner(batch))
+    }
+
+    fn forward_inner(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<Vec<f32>>>> {
         let _span = tracing::trace_span!("forward", items = batch.len()).entered();
         let c = &self.config;
         let layout = self.kv_layout();
