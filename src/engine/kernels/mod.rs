@@ -408,25 +408,41 @@ pub fn quantize_acts(x: &[f32], n: usize, cols: usize) -> QuantActs {
     let mut d = vec![0f32; n * blocks];
     let mut s = vec![0f32; n * blocks];
     let mut s16 = vec![0f32; n * blocks * 2];
-    for (i, (xb, qb)) in x
-        .chunks(BLOCK)
-        .zip(qs.chunks_mut(BLOCK))
-        .enumerate()
-        .take(n * blocks)
-    {
-        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let scale = amax / 127.0;
-        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-        let mut sums = [0i32; 2];
-        for (j, (q, v)) in qb.iter_mut().zip(xb).enumerate() {
-            let r = (v * inv).round() as i32;
-            *q = r.clamp(-127, 127) as i8;
-            sums[j / 16] += *q as i32;
+    let rows = |(((xr, qr), dr), (sr, s16r)): (
+        ((&[f32], &mut [i8]), &mut [f32]),
+        (&mut [f32], &mut [f32]),
+    )| {
+        for (i, (xb, qb)) in xr
+            .chunks_exact(BLOCK)
+            .zip(qr.chunks_exact_mut(BLOCK))
+            .enumerate()
+        {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = amax / 127.0;
+            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            let mut sums = [0i32; 2];
+            for (half, (qh, xh)) in qb.chunks_exact_mut(16).zip(xb.chunks_exact(16)).enumerate() {
+                for (q, v) in qh.iter_mut().zip(xh) {
+                    // |v · inv| <= 127 by construction: no clamp needed beyond float slack.
+                    *q = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+                }
+                sums[half] = qh.iter().map(|&q| q as i32).sum();
+            }
+            dr[i] = scale;
+            sr[i] = scale * (sums[0] + sums[1]) as f32;
+            s16r[2 * i] = scale * sums[0] as f32;
+            s16r[2 * i + 1] = scale * sums[1] as f32;
         }
-        d[i] = scale;
-        s[i] = scale * (sums[0] + sums[1]) as f32;
-        s16[2 * i] = scale * sums[0] as f32;
-        s16[2 * i + 1] = scale * sums[1] as f32;
+    };
+    let it = x[..n * cols]
+        .par_chunks(cols)
+        .zip(qs.par_chunks_mut(cols))
+        .zip(d.par_chunks_mut(blocks))
+        .zip(s.par_chunks_mut(blocks).zip(s16.par_chunks_mut(2 * blocks)));
+    if n >= 4 {
+        it.for_each(rows);
+    } else {
+        it.with_min_len(n).for_each(rows);
     }
     QuantActs {
         rows: n,

@@ -431,18 +431,19 @@ impl Model {
                     let pos = row_pos[r];
                     let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
                     let qr = &q[r * q_dim..(r + 1) * q_dim];
-                    let mut scores = vec![0f32; pos + 1 - first];
-                    for h in 0..c.n_head {
+                    let mut scratch = AttnScratch::new(group, pos + 1 - first, hd);
+                    for kh in 0..c.n_kv_head {
+                        let heads = kh * group * hd..(kh + 1) * group * hd;
                         attend(
                             cache,
                             &layout,
                             l,
-                            h / group,
-                            &qr[h * hd..(h + 1) * hd],
+                            kh,
+                            &qr[heads.clone()],
                             first..pos + 1,
                             c.attn_scale,
-                            &mut scores,
-                            &mut out[h * hd..(h + 1) * hd],
+                            &mut scratch,
+                            &mut out[heads],
                         );
                     }
                 });
@@ -456,16 +457,19 @@ impl Model {
             rms_norm_rows(&x, &mut xn, &layer.ffn_norm, c.hidden, c.rms_eps);
             let mut g = self.matmul(&layer.gate, &xn, rows)?;
             let u = self.matmul(&layer.up, &xn, rows)?;
-            match c.activation {
-                Activation::Silu => g
-                    .iter_mut()
-                    .zip(&u)
-                    .for_each(|(a, b)| *a = *a / (1.0 + (-*a).exp()) * b),
-                Activation::GeluTanh => g
-                    .iter_mut()
-                    .zip(&u)
-                    .for_each(|(a, b)| *a = gelu_tanh(*a) * b),
-            }
+            let act = c.activation;
+            g.par_chunks_mut(c.ffn)
+                .zip(u.par_chunks(c.ffn))
+                .for_each(|(g, u)| match act {
+                    Activation::Silu => g
+                        .iter_mut()
+                        .zip(u)
+                        .for_each(|(a, b)| *a = *a / (1.0 + fast_exp(-*a)) * b),
+                    Activation::GeluTanh => g
+                        .iter_mut()
+                        .zip(u)
+                        .for_each(|(a, b)| *a = gelu_tanh(*a) * b),
+                });
             let mut d = self.matmul(&layer.down, &g, rows)?;
             if let Some(w) = &layer.post_ffn_norm {
                 rms_norm_in_place(&mut d, w, c.hidden, c.rms_eps);
@@ -571,7 +575,25 @@ fn linear(
     })
 }
 
-/// Attention of one query head over positions `range` of one cached key/value head.
+/// Buffers for [`attend`], allocated once per row.
+struct AttnScratch {
+    /// `[head][position]`.
+    scores: Vec<f32>,
+    row: Vec<f32>,
+}
+
+impl AttnScratch {
+    fn new(heads: usize, len: usize, head_dim: usize) -> Self {
+        Self {
+            scores: vec![0f32; heads * len],
+            row: vec![0f32; head_dim],
+        }
+    }
+}
+
+/// Attention of the query heads that share one cached key/value head (`q` holds them one after
+/// another) over positions `range`. Each cached key and value is converted from f16 once for all
+/// of them.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn attend(
@@ -582,30 +604,44 @@ fn attend(
     q: &[f32],
     range: std::ops::Range<usize>,
     scale: f32,
-    scores: &mut [f32],
+    scratch: &mut AttnScratch,
     out: &mut [f32],
 ) {
-    let mut row = vec![0f32; q.len()];
-    let mut max = f32::NEG_INFINITY;
-    for (s, j) in scores.iter_mut().zip(range.clone()) {
+    let hd = scratch.row.len();
+    let len = range.len();
+    let heads = q.len() / hd;
+    let scores = &mut scratch.scores[..heads * len];
+    let row = &mut scratch.row;
+    for (i, j) in range.clone().enumerate() {
         cache
             .key(layout, layer, kv_head, j)
-            .convert_to_f32_slice(&mut row);
-        *s = dot(q, &row) * scale;
-        max = max.max(*s);
+            .convert_to_f32_slice(row);
+        for h in 0..heads {
+            scores[h * len + i] = dot(&q[h * hd..(h + 1) * hd], row) * scale;
+        }
     }
-    let mut sum = 0f32;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
+    for s in scores.chunks_mut(len) {
+        let max = s.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+        let mut sum = 0f32;
+        for v in s.iter_mut() {
+            *v = (*v - max).exp();
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        s.iter_mut().for_each(|v| *v *= inv);
     }
     out.fill(0.0);
-    for (j, &w) in range.zip(scores.iter()) {
+    for (i, j) in range.enumerate() {
         cache
             .value(layout, layer, kv_head, j)
-            .convert_to_f32_slice(&mut row);
-        let w = w / sum;
-        out.iter_mut().zip(&row).for_each(|(o, v)| *o += w * v);
+            .convert_to_f32_slice(row);
+        for h in 0..heads {
+            let w = scores[h * len + i];
+            out[h * hd..(h + 1) * hd]
+                .iter_mut()
+                .zip(row.iter())
+                .for_each(|(o, v)| *o += w * v);
+        }
     }
 }
 
@@ -658,7 +694,55 @@ fn rope_row(row: &mut [f32], head_dim: usize, inv_freq: &[f32], pos: f32, style:
     }
 }
 
+/// GELU, tanh form: `0.5·x·(1 + tanh(z))`, written as `x · sigmoid(2z)`.
+#[inline]
 fn gelu_tanh(x: f32) -> f32 {
     const C: f32 = 0.797_884_6; // sqrt(2/pi)
-    0.5 * x * (1.0 + (C * (x + 0.044_715 * x * x * x)).tanh())
+    let z = C * (x + 0.044_715 * x * x * x);
+    x / (1.0 + fast_exp(-2.0 * z))
+}
+
+/// `e^x` to within 2 ulp over the range that matters here, in plain arithmetic the compiler can
+/// vectorise (libm's `expf` is a call per element). Saturates to 0 and infinity outside ±87.
+#[inline]
+fn fast_exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    // e^x = 2^k · e^r with k = round(x / ln 2), |r| <= ln2 / 2.
+    let k = (x * std::f32::consts::LOG2_E).round_ties_even();
+    let r = x - k * 0.693_145_75 - k * 1.428_606_8e-6;
+    // Degree-6 Taylor polynomial of e^r (error below 2e-8 relative on |r| <= 0.347).
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    p * f32::from_bits(((k as i32 + 127) as u32) << 23)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_matches_std() {
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (a, b) = (fast_exp(x), x.exp());
+            assert!((a - b).abs() <= 4.0 * f32::EPSILON * b, "{x}: {a} vs {b}");
+            x += 0.0137;
+        }
+        assert!((0.0..1e-37).contains(&fast_exp(-1000.0)));
+        assert!(fast_exp(1000.0).is_finite());
+    }
+
+    #[test]
+    fn gelu_matches_the_tanh_form() {
+        for i in -2000..2000 {
+            let x = i as f32 / 200.0;
+            let want = 0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044_715 * x * x * x)).tanh());
+            assert!(
+                (gelu_tanh(x) - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                "{x}"
+            );
+        }
+    }
 }
