@@ -206,6 +206,19 @@ enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
     },
+    /// Write a copy of a model with its weight matrices re-quantized (e.g. a Q8_0 file for
+    /// benchmarks).
+    Quantize {
+        /// GGUF file to read (default: the default model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Target type: q8_0, q4_0, q4_1, q5_0, q5_1 or f16.
+        #[arg(long, default_value = "q8_0")]
+        to: String,
+        /// Where to write the new file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Show a model's metadata and configuration.
     Info {
         /// GGUF file (default: the default model).
@@ -442,6 +455,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let model = load_model(model.as_deref(), cli.device)?;
             lab(model, &config, &results, &csv, svg.as_deref())
         }
+        Command::Quantize { model, to, out } => {
+            use candle_core::quantized::GgmlDType;
+            let dtype = match to.to_ascii_lowercase().as_str() {
+                "q8_0" => GgmlDType::Q8_0,
+                "q4_0" => GgmlDType::Q4_0,
+                "q4_1" => GgmlDType::Q4_1,
+                "q5_0" => GgmlDType::Q5_0,
+                "q5_1" => GgmlDType::Q5_1,
+                "f16" => GgmlDType::F16,
+                other => bail!("unknown type '{other}' (q8_0, q4_0, q4_1, q5_0, q5_1 or f16)"),
+            };
+            let src = model_path(model.as_deref())?;
+            if out.exists() {
+                bail!("{} exists; not overwriting it", out.display());
+            }
+            thinkscope::engine::tiny::requantize(&src, &out, dtype)?;
+            // Prove the file loads before saying so.
+            let m = load_model(Some(&out), cli.device)?;
+            eprintln!("wrote {} ({})", out.display(), m.kernel_summary());
+            Ok(())
+        }
         Command::Info { model } => {
             let model = load_model(model.as_deref(), cli.device)?;
             let out = json!({
@@ -481,8 +515,9 @@ fn fetch_with_bar(src: &fetch::ModelSource, dir: &Path) -> anyhow::Result<PathBu
     Ok(path)
 }
 
-fn load_model(path: Option<&Path>, pref: DevicePref) -> anyhow::Result<Arc<Model>> {
-    let path = match path {
+/// The file `--model` names, or the default model (fetched when missing).
+fn model_path(path: Option<&Path>) -> anyhow::Result<PathBuf> {
+    Ok(match path {
         Some(p) => p.to_owned(),
         None => {
             let dir = fetch::models_dir();
@@ -497,7 +532,11 @@ fn load_model(path: Option<&Path>, pref: DevicePref) -> anyhow::Result<Arc<Model
             }
             default
         }
-    };
+    })
+}
+
+fn load_model(path: Option<&Path>, pref: DevicePref) -> anyhow::Result<Arc<Model>> {
+    let path = model_path(path)?;
     let (dev, note) = device::select(pref);
     if let Some(note) = note {
         eprintln!("note: {note}");
@@ -799,7 +838,7 @@ fn lab(
         SweepProgress::Engine(event) => {
             if let Event::TokensAppended { tokens: t, .. } = *event {
                 tokens += t.len() as u64;
-                if tokens % 16 == 0 {
+                if tokens.is_multiple_of(16) {
                     bar.tick();
                 }
             }

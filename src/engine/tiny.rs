@@ -244,3 +244,53 @@ pub fn rewrite_gguf(
     gguf_file::write(&mut w, &meta_refs, &tensor_refs)?;
     Ok(())
 }
+
+/// Write a copy of a GGUF model with every 2-D weight matrix re-quantized to `dtype` (for
+/// example Q8_0 from a Q4_1 file: each weight dequantized to f32, then quantized again; the
+/// values keep the source's precision). Vectors (norms, biases) are copied unchanged and
+/// `general.file_type` is updated for the GGML types llama.cpp names.
+pub fn requantize(src: &Path, dst: &Path, dtype: GgmlDType) -> Result<()> {
+    let mut err = None;
+    rewrite_gguf(src, dst, |meta, tensors| {
+        for (name, t) in tensors.iter_mut() {
+            let dims = t.shape().dims().to_vec();
+            if dims.len() != 2 || dims[1] % dtype.block_size() != 0 || t.dtype() == dtype {
+                continue;
+            }
+            let converted = t
+                .dequantize(&Device::Cpu)
+                .and_then(|f| QTensor::quantize(&f, dtype));
+            match converted {
+                Ok(q) => *t = q,
+                Err(e) => {
+                    err = Some(EngineError::InvalidTensor(format!(
+                        "re-quantizing {name}: {e}"
+                    )));
+                    return;
+                }
+            }
+        }
+        // llama.cpp's LLAMA_FTYPE numbers.
+        let ftype = match dtype {
+            GgmlDType::F32 => Some(0),
+            GgmlDType::F16 => Some(1),
+            GgmlDType::Q4_0 => Some(2),
+            GgmlDType::Q4_1 => Some(3),
+            GgmlDType::Q8_0 => Some(7),
+            GgmlDType::Q5_0 => Some(8),
+            GgmlDType::Q5_1 => Some(9),
+            _ => None,
+        };
+        meta.retain(|(k, _)| k != "general.file_type");
+        if let Some(f) = ftype {
+            meta.push(("general.file_type".into(), Value::U32(f)));
+        }
+    })?;
+    match err {
+        Some(e) => {
+            let _ = std::fs::remove_file(dst);
+            Err(e)
+        }
+        None => Ok(()),
+    }
+}

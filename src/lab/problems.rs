@@ -276,7 +276,7 @@ fn arithmetic(rng: &mut Rng, difficulty: u8) -> (String, i64) {
         let (expr, value) = match difficulty {
             1 => {
                 let (a, b) = (int(rng, 1, 9), int(rng, 1, 9));
-                if rng.next_u64() % 2 == 0 {
+                if rng.next_u64().is_multiple_of(2) {
                     (format!("{a} + {b}"), a + b)
                 } else {
                     let (a, b) = (a.max(b), a.min(b));

@@ -17,11 +17,13 @@
 //! dequantization followed by an f32 matmul.
 
 #![allow(unsafe_code)]
+#![allow(clippy::needless_range_loop)] // index arithmetic mirrors the GGML layouts
 
 mod pack;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+use half::f16;
 use rayon::prelude::*;
 
 use self::pack::{decode, Decoded};
@@ -39,7 +41,7 @@ const TILE_ROWS: usize = 4;
 pub enum Isa {
     /// Portable Rust.
     Scalar,
-    /// x86-64 AVX2 + FMA.
+    /// x86-64 AVX2 + FMA + F16C.
     Avx2,
     /// x86-64 AVX-512 (F, BW) with VNNI.
     Avx512Vnni,
@@ -62,7 +64,10 @@ pub fn available() -> Vec<Isa> {
     let mut v = vec![Isa::Scalar];
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
             v.push(Isa::Avx2);
             if std::is_x86_feature_detected!("avx512f")
                 && std::is_x86_feature_detected!("avx512bw")
@@ -84,10 +89,13 @@ pub struct PackedMatrix {
     blocks: usize,
     /// `[group][block][tile bytes]`.
     codes: Vec<u8>,
-    /// `[group][block][sub][16]`.
+    /// Scales, `[group][block][sub][16]`, as f32 or (for formats whose scales are f16) as f16
+    /// bits; the other vector is empty.
     d: Vec<f32>,
+    d16: Vec<u16>,
     /// Like `d`; empty when the minimum is a fixed multiple of the scale.
     m: Vec<f32>,
+    m16: Vec<u16>,
 }
 
 /// Activations quantized to 8 bits in blocks of 32.
@@ -114,7 +122,7 @@ impl PackedMatrix {
         mut read: impl FnMut(&mut [u8]) -> Result<(), E>,
     ) -> Result<Self, PackError<E>> {
         let be = source.block_elems();
-        if rows == 0 || cols == 0 || cols % be != 0 {
+        if rows == 0 || cols == 0 || !cols.is_multiple_of(be) {
             return Err(PackError::Shape { rows, cols, source });
         }
         let blocks = cols / BLOCK;
@@ -125,6 +133,7 @@ impl PackedMatrix {
         let mut codes = vec![0u8; groups * blocks * tb];
         let mut d = vec![0f32; groups * blocks * subs * LANES];
         let mut m = if stored { d.clone() } else { Vec::new() };
+        let half = source.half_scales();
         let row_bytes = cols / be * source.block_bytes();
         let mut raw = vec![0u8; LANES * row_bytes];
         let mut dec = vec![Decoded::default(); be / BLOCK];
@@ -150,6 +159,14 @@ impl PackedMatrix {
                 }
             }
         }
+        // f16 sources' scales round-trip exactly.
+        let to16 =
+            |v: Vec<f32>| -> Vec<u16> { v.iter().map(|&x| f16::from_f32(x).to_bits()).collect() };
+        let (d, d16, m, m16) = if half {
+            (Vec::new(), to16(d), Vec::new(), to16(m))
+        } else {
+            (d, Vec::new(), m, Vec::new())
+        };
         Ok(Self {
             source,
             rows,
@@ -158,14 +175,16 @@ impl PackedMatrix {
             blocks,
             codes,
             d,
+            d16,
             m,
+            m16,
         })
     }
 
     /// Repack a matrix held in memory as GGML rows.
     pub fn from_ggml(source: Source, rows: usize, cols: usize, bytes: &[u8]) -> Option<Self> {
         let be = source.block_elems();
-        if cols % be != 0 || bytes.len() != rows * cols / be * source.block_bytes() {
+        if !cols.is_multiple_of(be) || bytes.len() != rows * cols / be * source.block_bytes() {
             return None;
         }
         let mut at = 0;
@@ -194,7 +213,7 @@ impl PackedMatrix {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.codes.len() + 4 * (self.d.len() + self.m.len())
+        self.codes.len() + 4 * (self.d.len() + self.m.len()) + 2 * (self.d16.len() + self.m16.len())
     }
 
     fn subs(&self) -> usize {
@@ -205,13 +224,8 @@ impl PackedMatrix {
     fn scale_min(&self, row: usize, b: usize, s: usize) -> (f32, f32) {
         let (g, k) = (row / LANES, row % LANES);
         let subs = self.subs();
-        let at = ((g * self.blocks + b) * subs + s.min(subs - 1)) * LANES + k;
-        let d = self.d[at];
-        let m = match self.source.min() {
-            Min::Stored => self.m[at],
-            Min::Offset(o) => o * d,
-        };
-        (d, m)
+        self.tile(g)
+            .scale_min((b * subs + s.min(subs - 1)) * LANES + k)
     }
 
     fn code(&self, row: usize, e: usize) -> u8 {
@@ -237,48 +251,32 @@ impl PackedMatrix {
         y
     }
 
-    /// [`matmul`](Self::matmul) on activations already quantized (shared by the matrices that
-    /// read the same input), writing `[n, rows]` into `y`.
+    /// [`matmul`](Self::matmul) on activations already quantized, writing `[n, rows]` into `y`.
     pub fn matmul_acts(&self, acts: &QuantActs, isa: Isa, y: &mut [f32]) {
-        let n = acts.rows;
-        assert_eq!(acts.blocks, self.blocks, "activation width");
-        assert_eq!(y.len(), n * self.rows, "output size");
-        // Per group, `[n][16]` outputs; groups are independent, so threads split them.
-        let mut tmp = vec![0f32; self.groups * n * LANES];
-        let per_task = (self.groups / (rayon::current_num_threads() * 8)).max(1);
-        tmp.par_chunks_mut(per_task * n * LANES)
-            .enumerate()
-            .for_each(|(task, out)| {
-                for (i, out) in out.chunks_mut(n * LANES).enumerate() {
-                    self.group(task * per_task + i, acts, isa, out);
-                }
-            });
-        for g in 0..self.groups {
-            let valid = (self.rows - g * LANES).min(LANES);
-            for r in 0..n {
-                let src = &tmp[(g * n + r) * LANES..][..valid];
-                y[r * self.rows + g * LANES..][..valid].copy_from_slice(src);
-            }
+        matmul_many(&[self], acts, isa, &mut [y]);
+    }
+
+    /// The share of group `g`.
+    fn tile(&self, g: usize) -> Tile<'_> {
+        let tb = self.source.kind().tile_bytes();
+        let sl = self.blocks * self.subs() * LANES;
+        Tile {
+            codes: &self.codes[g * self.blocks * tb..][..self.blocks * tb],
+            d: share(&self.d, g, sl),
+            d16: share(&self.d16, g, sl),
+            m: share(&self.m, g, sl),
+            m16: share(&self.m16, g, sl),
+            half: self.source.half_scales(),
+            blocks: self.blocks,
+            kind: self.source.kind(),
+            subs: self.subs(),
+            min: self.source.min(),
         }
     }
 
     /// All activation rows against one 16-row group; `out` is `[n][16]`.
     fn group(&self, g: usize, acts: &QuantActs, isa: Isa, out: &mut [f32]) {
-        let tb = self.source.kind().tile_bytes();
-        let sl = self.blocks * self.subs() * LANES;
-        let tile = Tile {
-            codes: &self.codes[g * self.blocks * tb..][..self.blocks * tb],
-            d: &self.d[g * sl..][..sl],
-            m: if self.m.is_empty() {
-                &[]
-            } else {
-                &self.m[g * sl..][..sl]
-            },
-            blocks: self.blocks,
-            kind: self.source.kind(),
-            subs: self.subs(),
-            min: self.source.min(),
-        };
+        let tile = self.tile(g);
         let n = acts.rows;
         match isa {
             #[cfg(target_arch = "x86_64")]
@@ -298,15 +296,45 @@ impl PackedMatrix {
     }
 }
 
+/// Group `g`'s `len` entries of a per-group vector (empty stays empty).
+fn share<T>(v: &[T], g: usize, len: usize) -> &[T] {
+    if v.is_empty() {
+        v
+    } else {
+        &v[g * len..][..len]
+    }
+}
+
 /// One 16-row group's share of a packed matrix.
 pub(crate) struct Tile<'a> {
     pub codes: &'a [u8],
     pub d: &'a [f32],
+    pub d16: &'a [u16],
     pub m: &'a [f32],
+    pub m16: &'a [u16],
+    /// Scales in `d16`/`m16` rather than `d`/`m`.
+    pub half: bool,
     pub blocks: usize,
     pub kind: Kind,
     pub subs: usize,
     pub min: Min,
+}
+
+impl Tile<'_> {
+    /// Scale and minimum at index `at` of the `[block][sub][16]` layout.
+    fn scale_min(&self, at: usize) -> (f32, f32) {
+        let d = if self.half {
+            f16::from_bits(self.d16[at]).to_f32()
+        } else {
+            self.d[at]
+        };
+        let m = match self.min {
+            Min::Stored if self.half => f16::from_bits(self.m16[at]).to_f32(),
+            Min::Stored => self.m[at],
+            Min::Offset(o) => o * d,
+        };
+        (d, m)
+    }
 }
 
 /// Errors from [`PackedMatrix::pack`].
@@ -371,6 +399,48 @@ fn get_code(kind: Kind, tile: &[u8], k: usize, e: usize) -> u8 {
     }
 }
 
+/// Several matrices that read the same input (`q`, `k`, `v`; `gate`, `up`) in one parallel
+/// loop: the input is quantized once by the caller, and the threads share one pool of tasks,
+/// so small matrices do not each pay for a start and a join. `ys[i]` receives `[n, rows_i]`.
+pub fn matmul_many(mats: &[&PackedMatrix], acts: &QuantActs, isa: Isa, ys: &mut [&mut [f32]]) {
+    let n = acts.rows;
+    assert_eq!(mats.len(), ys.len(), "one output per matrix");
+    if n == 0 {
+        return;
+    }
+    let total: usize = mats.iter().map(|m| m.groups).sum();
+    let per_task = (total / (rayon::current_num_threads() * 8)).max(1);
+    // Per matrix and group, `[n][16]` outputs; groups are independent, so threads split them.
+    let mut tmps: Vec<Vec<f32>> = mats
+        .iter()
+        .map(|m| {
+            assert_eq!(acts.blocks, m.blocks, "activation width");
+            vec![0f32; m.groups * n * LANES]
+        })
+        .collect();
+    let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
+    for (i, tmp) in tmps.iter_mut().enumerate() {
+        for (t, chunk) in tmp.chunks_mut(per_task * n * LANES).enumerate() {
+            tasks.push((i, t * per_task, chunk));
+        }
+    }
+    tasks.into_par_iter().for_each(|(i, first, out)| {
+        for (j, out) in out.chunks_mut(n * LANES).enumerate() {
+            mats[i].group(first + j, acts, isa, out);
+        }
+    });
+    for ((m, tmp), y) in mats.iter().zip(&tmps).zip(ys.iter_mut()) {
+        assert_eq!(y.len(), n * m.rows, "output size");
+        for g in 0..m.groups {
+            let valid = (m.rows - g * LANES).min(LANES);
+            for r in 0..n {
+                let src = &tmp[(g * n + r) * LANES..][..valid];
+                y[r * m.rows + g * LANES..][..valid].copy_from_slice(src);
+            }
+        }
+    }
+}
+
 /// The portable kernel: activation rows `r0 .. r0 + m` against one tile group.
 pub(crate) fn scalar_rows(t: &Tile<'_>, acts: &QuantActs, r0: usize, m: usize, out: &mut [f32]) {
     let tb = t.kind.tile_bytes();
@@ -388,11 +458,7 @@ pub(crate) fn scalar_rows(t: &Tile<'_>, acts: &QuantActs, r0: usize, m: usize, o
                         sum += get_code(t.kind, tile, k, e) as i32 * q[e] as i32;
                     }
                     let at = (b * t.subs + s.min(t.subs - 1)) * LANES + k;
-                    let d = t.d[at];
-                    let m = match t.min {
-                        Min::Stored => t.m[at],
-                        Min::Offset(o) => o * d,
-                    };
+                    let (d, m) = t.scale_min(at);
                     acc += d * dx * sum as f32 + m * acts.s16[(r * acts.blocks + b) * 2 + s];
                 }
             }
@@ -408,10 +474,7 @@ pub fn quantize_acts(x: &[f32], n: usize, cols: usize) -> QuantActs {
     let mut d = vec![0f32; n * blocks];
     let mut s = vec![0f32; n * blocks];
     let mut s16 = vec![0f32; n * blocks * 2];
-    let rows = |(((xr, qr), dr), (sr, s16r)): (
-        ((&[f32], &mut [i8]), &mut [f32]),
-        (&mut [f32], &mut [f32]),
-    )| {
+    let row = |xr: &[f32], qr: &mut [i8], dr: &mut [f32], sr: &mut [f32], s16r: &mut [f32]| {
         for (i, (xb, qb)) in xr
             .chunks_exact(BLOCK)
             .zip(qr.chunks_exact_mut(BLOCK))
@@ -423,7 +486,7 @@ pub fn quantize_acts(x: &[f32], n: usize, cols: usize) -> QuantActs {
             let mut sums = [0i32; 2];
             for (half, (qh, xh)) in qb.chunks_exact_mut(16).zip(xb.chunks_exact(16)).enumerate() {
                 for (q, v) in qh.iter_mut().zip(xh) {
-                    // |v · inv| <= 127 by construction: no clamp needed beyond float slack.
+                    // |v · inv| <= 127 by construction; the clamp only absorbs float slack.
                     *q = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
                 }
                 sums[half] = qh.iter().map(|&q| q as i32).sum();
@@ -438,12 +501,11 @@ pub fn quantize_acts(x: &[f32], n: usize, cols: usize) -> QuantActs {
         .par_chunks(cols)
         .zip(qs.par_chunks_mut(cols))
         .zip(d.par_chunks_mut(blocks))
-        .zip(s.par_chunks_mut(blocks).zip(s16.par_chunks_mut(2 * blocks)));
-    if n >= 4 {
-        it.for_each(rows);
-    } else {
-        it.with_min_len(n).for_each(rows);
-    }
+        .zip(s.par_chunks_mut(blocks))
+        .zip(s16.par_chunks_mut(2 * blocks));
+    // Rows are split across threads only when there are several.
+    it.with_min_len(if n >= 4 { 1 } else { n.max(1) })
+        .for_each(|((((xr, qr), dr), sr), s16r)| row(xr, qr, dr, sr, s16r));
     QuantActs {
         rows: n,
         blocks,
@@ -467,7 +529,6 @@ mod tests {
     use crate::engine::model::sampling::Rng;
     use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType};
     use candle_core::Device;
-    use half::f16;
 
     const ALL: [Source; 8] = [
         Source::Q4_0,
@@ -520,13 +581,12 @@ mod tests {
     }
 
     fn candle_dequantize(source: Source, rows: usize, cols: usize, bytes: &[u8]) -> Vec<f32> {
-        let t = qtensor_from_ggml(dtype(source), bytes, vec![rows, cols], &Device::Cpu).unwrap();
+        let t = qtensor_from_ggml(dtype(source), bytes, vec![rows, cols], &Device::Cpu)
+            .expect("candle reads the blocks");
         t.dequantize(&Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1())
+            .expect("candle dequantizes")
     }
 
     #[test]
@@ -536,7 +596,7 @@ mod tests {
             let (rows, cols) = (21, 512);
             let bytes = random_ggml(source, rows, cols, &mut rng);
             let want = candle_dequantize(source, rows, cols, &bytes);
-            let m = PackedMatrix::from_ggml(source, rows, cols, &bytes).unwrap();
+            let m = PackedMatrix::from_ggml(source, rows, cols, &bytes).expect("packs");
             let mut row = vec![0f32; cols];
             for r in 0..rows {
                 m.dequantize_row(r, &mut row);
@@ -556,7 +616,7 @@ mod tests {
             for (rows, cols, n) in [(1, 256, 1), (70, 512, 1), (64, 768, 3), (33, 1536, 9)] {
                 let bytes = random_ggml(source, rows, cols, &mut rng);
                 let w = candle_dequantize(source, rows, cols, &bytes);
-                let m = PackedMatrix::from_ggml(source, rows, cols, &bytes).unwrap();
+                let m = PackedMatrix::from_ggml(source, rows, cols, &bytes).expect("packs");
                 let x: Vec<f32> = (0..n * cols)
                     .map(|_| 2.0 * rng.next_f64() as f32 - 1.0)
                     .collect();

@@ -1,6 +1,8 @@
 //! Decoding GGML weight blocks into integer codes with a scale and a minimum per 32 (or 16)
 //! elements, the form every kernel here multiplies: `value = d · code + m`.
 
+#![allow(clippy::needless_range_loop)] // index arithmetic mirrors the GGML layouts
+
 use half::f16;
 
 /// The GGML weight formats the kernels take.
@@ -93,6 +95,15 @@ impl Source {
             Source::Q6K => 2,
             _ => 1,
         }
+    }
+
+    /// Whether the format's scales and minimums are f16 values as stored (kept as f16, so the
+    /// packed matrix is no larger than the GGML one); k-quant scales are products, kept in f32.
+    pub fn half_scales(self) -> bool {
+        matches!(
+            self,
+            Source::Q4_0 | Source::Q4_1 | Source::Q5_0 | Source::Q5_1 | Source::Q8_0
+        )
     }
 
     /// Where minimums come from.

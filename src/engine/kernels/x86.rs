@@ -24,13 +24,31 @@ pub unsafe fn tile(isa: Isa, t: &Tile<'_>, acts: &QuantActs, r0: usize, m: usize
     let stored = t.min == Min::Stored;
     macro_rules! dispatch {
         ($f:ident, $m:literal, $r:expr, $out:expr) => {
-            match (t.kind, t.subs == 2, stored) {
-                (Kind::U4, false, true) => $f::<U4, false, true, $m>(t, acts, $r, off, $out),
-                (Kind::U4, false, false) => $f::<U4, false, false, $m>(t, acts, $r, off, $out),
-                (Kind::U5, false, true) => $f::<U5, false, true, $m>(t, acts, $r, off, $out),
-                (Kind::U5, false, false) => $f::<U5, false, false, $m>(t, acts, $r, off, $out),
-                (Kind::U8, false, false) => $f::<U8, false, false, $m>(t, acts, $r, off, $out),
-                (Kind::U8, true, false) => $f::<U8, true, false, $m>(t, acts, $r, off, $out),
+            match (t.kind, t.subs == 2, stored, t.half) {
+                (Kind::U4, false, true, true) => {
+                    $f::<U4, false, true, true, $m>(t, acts, $r, off, $out)
+                }
+                (Kind::U4, false, false, true) => {
+                    $f::<U4, false, false, true, $m>(t, acts, $r, off, $out)
+                }
+                (Kind::U4, false, true, false) => {
+                    $f::<U4, false, true, false, $m>(t, acts, $r, off, $out)
+                }
+                (Kind::U5, false, false, true) => {
+                    $f::<U5, false, false, true, $m>(t, acts, $r, off, $out)
+                }
+                (Kind::U5, false, true, true) => {
+                    $f::<U5, false, true, true, $m>(t, acts, $r, off, $out)
+                }
+                (Kind::U5, false, true, false) => {
+                    $f::<U5, false, true, false, $m>(t, acts, $r, off, $out)
+                }
+                (Kind::U8, false, false, true) => {
+                    $f::<U8, false, false, true, $m>(t, acts, $r, off, $out)
+                }
+                (Kind::U8, true, false, false) => {
+                    $f::<U8, true, false, false, $m>(t, acts, $r, off, $out)
+                }
                 // No GGML format packs this way; keep a correct path anyway.
                 _ => super::scalar_rows(t, acts, $r, $m, $out),
             }
@@ -68,7 +86,7 @@ const fn tile_bytes(k: u8) -> usize {
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn k512<const K: u8, const SUB2: bool, const STORED: bool, const M: usize>(
+unsafe fn k512<const K: u8, const SUB2: bool, const STORED: bool, const H: bool, const M: usize>(
     t: &Tile<'_>,
     a: &QuantActs,
     r0: usize,
@@ -78,8 +96,10 @@ unsafe fn k512<const K: u8, const SUB2: bool, const STORED: bool, const M: usize
     let nb = t.blocks;
     let tb = tile_bytes(K);
     let subs = if SUB2 { 2 } else { 1 };
-    debug_assert!(t.codes.len() >= nb * tb && t.d.len() >= nb * subs * LANES);
-    debug_assert!(a.qs.len() >= (r0 + M) * nb * BLOCK && out.len() >= M * LANES);
+    let scales = if H { t.d16.len() } else { t.d.len() };
+    assert!(t.codes.len() >= nb * tb && scales >= nb * subs * LANES);
+    assert!(!STORED || (if H { t.m16.len() } else { t.m.len() }) >= nb * LANES);
+    assert!(a.qs.len() >= (r0 + M) * nb * BLOCK && out.len() >= M * LANES);
     let m4 = _mm512_set1_epi8(0x0F);
     let m10 = _mm512_set1_epi8(0x10);
     let qp: [*const u8; M] =
@@ -87,13 +107,16 @@ unsafe fn k512<const K: u8, const SUB2: bool, const STORED: bool, const M: usize
     let mut acc = [_mm512_setzero_ps(); M];
     for b in 0..nb {
         let tp = t.codes.as_ptr().add(b * tb);
-        let dp = t.d.as_ptr().add(b * subs * LANES);
+        let dp = b * subs * LANES;
         let hb = if K == U5 {
             _mm512_loadu_si512(tp.add(256) as *const _)
         } else {
             _mm512_setzero_si512()
         };
+        // For a single row, two partial sums (even and odd column groups) halve the dependency
+        // chain; four rows already give four independent chains.
         let mut p = [_mm512_setzero_si512(); M];
+        let mut q = [_mm512_setzero_si512(); M];
         for g in 0..8 {
             let w = if K == U8 {
                 _mm512_loadu_si512(tp.add(64 * g) as *const _)
@@ -117,32 +140,39 @@ unsafe fn k512<const K: u8, const SUB2: bool, const STORED: bool, const M: usize
                 }
             };
             for r in 0..M {
-                let x = (qp[r].add(b * BLOCK + 4 * g) as *const i32).read_unaligned();
-                p[r] = _mm512_dpbusd_epi32(p[r], w, _mm512_set1_epi32(x));
+                let x = _mm512_set1_epi32(
+                    (qp[r].add(b * BLOCK + 4 * g) as *const i32).read_unaligned(),
+                );
+                if M > 1 || g % 2 == 0 {
+                    p[r] = _mm512_dpbusd_epi32(p[r], w, x);
+                } else {
+                    q[r] = _mm512_dpbusd_epi32(q[r], w, x);
+                }
             }
             if SUB2 && g == 3 {
-                let dv = _mm512_loadu_ps(dp);
+                let dv = ld16::<H>(t.d, t.d16, dp);
                 for r in 0..M {
                     let i = (r0 + r) * nb + b;
                     let t1 = _mm512_fmadd_ps(
-                        _mm512_cvtepi32_ps(p[r]),
+                        _mm512_cvtepi32_ps(_mm512_add_epi32(p[r], q[r])),
                         _mm512_set1_ps(a.d[i]),
                         _mm512_set1_ps(off * a.s16[2 * i]),
                     );
                     acc[r] = _mm512_fmadd_ps(t1, dv, acc[r]);
                     p[r] = _mm512_setzero_si512();
+                    q[r] = _mm512_setzero_si512();
                 }
             }
         }
-        let dv = _mm512_loadu_ps(dp.add(if SUB2 { LANES } else { 0 }));
+        let dv = ld16::<H>(t.d, t.d16, dp + if SUB2 { LANES } else { 0 });
         let mv = if STORED {
-            _mm512_loadu_ps(t.m.as_ptr().add(b * LANES))
+            ld16::<H>(t.m, t.m16, b * LANES)
         } else {
             _mm512_setzero_ps()
         };
         for r in 0..M {
             let i = (r0 + r) * nb + b;
-            let pf = _mm512_cvtepi32_ps(p[r]);
+            let pf = _mm512_cvtepi32_ps(_mm512_add_epi32(p[r], q[r]));
             if STORED {
                 let t1 = _mm512_mul_ps(pf, _mm512_set1_ps(a.d[i]));
                 acc[r] = _mm512_fmadd_ps(t1, dv, acc[r]);
@@ -159,6 +189,28 @@ unsafe fn k512<const K: u8, const SUB2: bool, const STORED: bool, const M: usize
     }
 }
 
+/// Sixteen scales from `at`: f32, or f16 bits widened.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn ld16<const H: bool>(f: &[f32], h: &[u16], at: usize) -> __m512 {
+    if H {
+        _mm512_cvtph_ps(_mm256_loadu_si256(h.as_ptr().add(at) as *const __m256i))
+    } else {
+        _mm512_loadu_ps(f.as_ptr().add(at))
+    }
+}
+
+/// Eight scales from `at`: f32, or f16 bits widened.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn ld8<const H: bool>(f: &[f32], h: &[u16], at: usize) -> __m256 {
+    if H {
+        _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().add(at) as *const __m128i))
+    } else {
+        _mm256_loadu_ps(f.as_ptr().add(at))
+    }
+}
+
 /// Sixteen lanes as two AVX2 halves (rows 0..8 and 8..16).
 type V2i = [__m256i; 2];
 type V2f = [__m256; 2];
@@ -172,8 +224,8 @@ unsafe fn load2(p: *const u8) -> V2i {
     ]
 }
 
-#[target_feature(enable = "avx2,fma")]
-unsafe fn k256<const K: u8, const SUB2: bool, const STORED: bool, const M: usize>(
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn k256<const K: u8, const SUB2: bool, const STORED: bool, const H: bool, const M: usize>(
     t: &Tile<'_>,
     a: &QuantActs,
     r0: usize,
@@ -183,8 +235,10 @@ unsafe fn k256<const K: u8, const SUB2: bool, const STORED: bool, const M: usize
     let nb = t.blocks;
     let tb = tile_bytes(K);
     let subs = if SUB2 { 2 } else { 1 };
-    debug_assert!(t.codes.len() >= nb * tb && t.d.len() >= nb * subs * LANES);
-    debug_assert!(a.qs.len() >= (r0 + M) * nb * BLOCK && out.len() >= M * LANES);
+    let scales = if H { t.d16.len() } else { t.d.len() };
+    assert!(t.codes.len() >= nb * tb && scales >= nb * subs * LANES);
+    assert!(!STORED || (if H { t.m16.len() } else { t.m.len() }) >= nb * LANES);
+    assert!(a.qs.len() >= (r0 + M) * nb * BLOCK && out.len() >= M * LANES);
     // Q8_0 codes reach 255, where `vpmaddubsw`'s 16-bit pair sums could saturate: such codes
     // are split into their low seven bits and their top bit. (Q6_K, the other U8 source, stays
     // below 64, and it is the one with half-block scales.)
@@ -203,7 +257,7 @@ unsafe fn k256<const K: u8, const SUB2: bool, const STORED: bool, const M: usize
     };
     for b in 0..nb {
         let tp = t.codes.as_ptr().add(b * tb);
-        let dp = t.d.as_ptr().add(b * subs * LANES);
+        let dp = b * subs * LANES;
         let hb = if K == U5 {
             load2(tp.add(256))
         } else {
@@ -253,7 +307,7 @@ unsafe fn k256<const K: u8, const SUB2: bool, const STORED: bool, const M: usize
                     let i = (r0 + r) * nb + b;
                     let (dx, c) = (_mm256_set1_ps(a.d[i]), _mm256_set1_ps(off * a.s16[2 * i]));
                     for h in 0..2 {
-                        let dv = _mm256_loadu_ps(dp.add(8 * h));
+                        let dv = ld8::<H>(t.d, t.d16, dp + 8 * h);
                         let t1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p[r][h]), dx, c);
                         acc[r][h] = _mm256_fmadd_ps(t1, dv, acc[r][h]);
                         p[r][h] = _mm256_setzero_si256();
@@ -261,15 +315,15 @@ unsafe fn k256<const K: u8, const SUB2: bool, const STORED: bool, const M: usize
                 }
             }
         }
-        let dq = dp.add(if SUB2 { LANES } else { 0 });
+        let dq = dp + if SUB2 { LANES } else { 0 };
         for r in 0..M {
             let i = (r0 + r) * nb + b;
             let dx = _mm256_set1_ps(a.d[i]);
             for h in 0..2 {
-                let dv = _mm256_loadu_ps(dq.add(8 * h));
+                let dv = ld8::<H>(t.d, t.d16, dq + 8 * h);
                 let pf = _mm256_cvtepi32_ps(p[r][h]);
                 if STORED {
-                    let mv = _mm256_loadu_ps(t.m.as_ptr().add(b * LANES + 8 * h));
+                    let mv = ld8::<H>(t.m, t.m16, b * LANES + 8 * h);
                     acc[r][h] = _mm256_fmadd_ps(_mm256_mul_ps(pf, dx), dv, acc[r][h]);
                     acc[r][h] = _mm256_fmadd_ps(mv, _mm256_set1_ps(a.s[i]), acc[r][h]);
                 } else {

@@ -220,13 +220,13 @@ impl ModelConfig {
                 return bad(format!("{name} = {value} is outside [{lo}, {hi}]"));
             }
         }
-        if self.n_head % self.n_kv_head != 0 {
+        if !self.n_head.is_multiple_of(self.n_kv_head) {
             return bad(format!(
                 "head_count {} is not a multiple of head_count_kv {}",
                 self.n_head, self.n_kv_head
             ));
         }
-        if self.rope_dim > self.head_dim || self.rope_dim % 2 != 0 {
+        if self.rope_dim > self.head_dim || !self.rope_dim.is_multiple_of(2) {
             return bad(format!(
                 "rope.dimension_count {} must be even and at most the head size {}",
                 self.rope_dim, self.head_dim
@@ -262,7 +262,7 @@ impl ModelConfig {
     pub fn layer_window(&self, layer: usize) -> Option<usize> {
         let window = self.sliding_window?;
         // Gemma 3: every `swa_period`-th layer (1-based) is global.
-        ((layer + 1) % self.swa_period != 0).then_some(window)
+        (!(layer + 1).is_multiple_of(self.swa_period)).then_some(window)
     }
 
     /// Rotary base of a layer.

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod gguf;
+pub mod math;
 pub mod sampling;
 pub mod template;
 pub mod tokenizer;
@@ -23,6 +24,7 @@ use serde::Serialize;
 
 use self::config::{Activation, ModelConfig, RopeStyle};
 use self::gguf::GgufFile;
+use self::math::{fast_exp, gelu_tanh};
 use self::template::ChatTemplate;
 use self::tokenizer::Tokenizer;
 use crate::engine::error::{EngineError, Result};
@@ -374,9 +376,8 @@ impl Model {
         let mut xn = vec![0f32; rows * c.hidden];
         for (l, layer) in self.layers.iter().enumerate() {
             rms_norm_rows(&x, &mut xn, &layer.attn_norm, c.hidden, c.rms_eps);
-            let mut q = self.matmul(&layer.wq, &xn, rows)?;
-            let mut k = self.matmul(&layer.wk, &xn, rows)?;
-            let mut v = self.matmul(&layer.wv, &xn, rows)?;
+            let [mut q, mut k, mut v] =
+                self.matmul_many([&layer.wq, &layer.wk, &layer.wv], &xn, rows)?;
             for (buf, bias, width) in [
                 (&mut q, &layer.bq, q_dim),
                 (&mut k, &layer.bk, kv_dim),
@@ -455,8 +456,7 @@ impl Model {
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
 
             rms_norm_rows(&x, &mut xn, &layer.ffn_norm, c.hidden, c.rms_eps);
-            let mut g = self.matmul(&layer.gate, &xn, rows)?;
-            let u = self.matmul(&layer.up, &xn, rows)?;
+            let [mut g, u] = self.matmul_many([&layer.gate, &layer.up], &xn, rows)?;
             let act = c.activation;
             g.par_chunks_mut(c.ffn)
                 .zip(u.par_chunks(c.ffn))
@@ -521,6 +521,35 @@ impl Model {
                 Ok(y.flatten_all()?.to_vec1()?)
             }
         }
+    }
+
+    /// Matrices that read the same input: one quantization of `x` and one parallel loop when the
+    /// own kernels hold them all.
+    fn matmul_many<const N: usize>(
+        &self,
+        ws: [&Linear; N],
+        x: &[f32],
+        rows: usize,
+    ) -> Result<[Vec<f32>; N]> {
+        let own: Vec<&PackedMatrix> = ws
+            .iter()
+            .filter_map(|w| match w {
+                Linear::Own(m) => Some(m),
+                Linear::Candle { .. } => None,
+            })
+            .collect();
+        if own.len() < N {
+            let mut out: [Vec<f32>; N] = std::array::from_fn(|_| Vec::new());
+            for (o, w) in out.iter_mut().zip(ws) {
+                *o = self.matmul(w, x, rows)?;
+            }
+            return Ok(out);
+        }
+        let acts = kernels::quantize_acts(x, rows, own[0].cols());
+        let mut out: [Vec<f32>; N] = std::array::from_fn(|i| vec![0f32; rows * own[i].rows()]);
+        let mut ys: Vec<&mut [f32]> = out.iter_mut().map(|v| v.as_mut_slice()).collect();
+        kernels::matmul_many(&own, &acts, self.isa, &mut ys);
+        Ok(out)
     }
 
     /// Which kernels run the matmuls, for benchmarks and the UI.
@@ -690,59 +719,6 @@ fn rope_row(row: &mut [f32], head_dim: usize, inv_freq: &[f32], pos: f32, style:
             let (x0, x1) = (head[a], head[b]);
             head[a] = x0 * cos - x1 * sin;
             head[b] = x0 * sin + x1 * cos;
-        }
-    }
-}
-
-/// GELU, tanh form: `0.5·x·(1 + tanh(z))`, written as `x · sigmoid(2z)`.
-#[inline]
-fn gelu_tanh(x: f32) -> f32 {
-    const C: f32 = 0.797_884_6; // sqrt(2/pi)
-    let z = C * (x + 0.044_715 * x * x * x);
-    x / (1.0 + fast_exp(-2.0 * z))
-}
-
-/// `e^x` to within 2 ulp over the range that matters here, in plain arithmetic the compiler can
-/// vectorise (libm's `expf` is a call per element). Saturates to 0 and infinity outside ±87.
-#[inline]
-fn fast_exp(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
-    // e^x = 2^k · e^r with k = round(x / ln 2), |r| <= ln2 / 2.
-    let k = (x * std::f32::consts::LOG2_E).round_ties_even();
-    let r = x - k * 0.693_145_75 - k * 1.428_606_8e-6;
-    // Degree-6 Taylor polynomial of e^r (error below 2e-8 relative on |r| <= 0.347).
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((k as i32 + 127) as u32) << 23)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fast_exp_matches_std() {
-        let mut x = -87.0f32;
-        while x < 88.0 {
-            let (a, b) = (fast_exp(x), x.exp());
-            assert!((a - b).abs() <= 4.0 * f32::EPSILON * b, "{x}: {a} vs {b}");
-            x += 0.0137;
-        }
-        assert!((0.0..1e-37).contains(&fast_exp(-1000.0)));
-        assert!(fast_exp(1000.0).is_finite());
-    }
-
-    #[test]
-    fn gelu_matches_the_tanh_form() {
-        for i in -2000..2000 {
-            let x = i as f32 / 200.0;
-            let want = 0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044_715 * x * x * x)).tanh());
-            assert!(
-                (gelu_tanh(x) - want).abs() <= 1e-6 * (1.0 + want.abs()),
-                "{x}"
-            );
         }
     }
 }

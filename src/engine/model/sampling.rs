@@ -1,5 +1,6 @@
 //! Sampling as plain data: a serde parameter struct, a seeded RNG, and per-token diagnostics.
 
+use crate::engine::model::math::fast_exp;
 use serde::{Deserialize, Serialize};
 
 use super::tokenizer::Tokenizer;
@@ -119,21 +120,32 @@ impl Rng {
 /// Log-softmax of `logits` and the entropy of the distribution (nats).
 pub fn log_softmax(logits: &[f32]) -> (Vec<f32>, f32) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
-    let log_z = max as f64 + sum.ln();
-    let logprobs: Vec<f32> = logits.iter().map(|&l| (l as f64 - log_z) as f32).collect();
-    let entropy = -logprobs
-        .iter()
-        .map(|&lp| {
-            let p = (lp as f64).exp();
-            if p > 0.0 {
-                p * lp as f64
-            } else {
-                0.0
-            }
-        })
-        .sum::<f64>();
+    let sum = sum8(logits, |l| fast_exp(l - max));
+    let log_z = max + sum.ln() as f32;
+    let logprobs: Vec<f32> = logits.iter().map(|&l| l - log_z).collect();
+    let entropy = -sum8(&logprobs, |lp| {
+        let p = fast_exp(lp);
+        if p > 0.0 {
+            p * lp
+        } else {
+            0.0
+        }
+    });
     (logprobs, entropy as f32)
+}
+
+/// `Σ f(x)` with eight partial f32 sums (vectorisable; ~1e-6 relative over 262k terms).
+#[inline]
+fn sum8(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let mut acc = [0f32; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|&x| f(x) as f64).sum();
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] += f(c[l]);
+        }
+    }
+    acc.iter().map(|&a| a as f64).sum::<f64>() + rest
 }
 
 /// Ids of the `k` largest values, largest first (ties: lower id first).
@@ -142,12 +154,26 @@ pub fn top_k_ids(values: &[f32], k: usize) -> Vec<u32> {
     if k == 0 {
         return Vec::new();
     }
-    let mut idx: Vec<u32> = (0..values.len() as u32).collect();
     let cmp = |a: &u32, b: &u32| {
         values[*b as usize]
             .total_cmp(&values[*a as usize])
             .then(a.cmp(b))
     };
+    if k <= 64 {
+        // One pass keeping the best k in order: no vocabulary-sized buffer per token.
+        let mut best: Vec<u32> = Vec::with_capacity(k + 1);
+        for (i, v) in values.iter().enumerate() {
+            if best.len() == k && v.total_cmp(&values[best[k - 1] as usize]).is_le() {
+                continue;
+            }
+            let i = i as u32;
+            let at = best.partition_point(|b| cmp(b, &i).is_lt());
+            best.insert(at, i);
+            best.truncate(k);
+        }
+        return best;
+    }
+    let mut idx: Vec<u32> = (0..values.len() as u32).collect();
     if k < idx.len() {
         idx.select_nth_unstable_by(k - 1, cmp);
         idx.truncate(k);
@@ -260,5 +286,49 @@ pub fn describe(
             .unwrap_or(f32::NEG_INFINITY),
         entropy,
         top,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_equals_a_full_sort() {
+        let mut rng = Rng::new(5);
+        // Few distinct values, so ties are common.
+        let values: Vec<f32> = (0..5000).map(|_| (rng.next_u64() % 300) as f32).collect();
+        let mut all: Vec<u32> = (0..values.len() as u32).collect();
+        all.sort_by(|a, b| {
+            values[*b as usize]
+                .total_cmp(&values[*a as usize])
+                .then(a.cmp(b))
+        });
+        for k in [1, 2, 5, 64, 65, 300] {
+            assert_eq!(top_k_ids(&values, k), all[..k].to_vec(), "k = {k}");
+        }
+    }
+
+    #[test]
+    fn log_softmax_matches_a_direct_computation() {
+        let mut rng = Rng::new(8);
+        let logits: Vec<f32> = (0..49_157)
+            .map(|_| 30.0 * rng.next_f64() as f32 - 10.0)
+            .collect();
+        let (lp, h) = log_softmax(&logits);
+        let max = logits.iter().fold(f32::MIN, |m, v| m.max(*v)) as f64;
+        let z = max
+            + logits
+                .iter()
+                .map(|&l| (l as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        let mut want_h = 0.0;
+        for (a, &l) in lp.iter().zip(&logits) {
+            let w = l as f64 - z;
+            assert!((*a as f64 - w).abs() < 1e-4, "{a} vs {w}");
+            want_h -= w.exp() * w;
+        }
+        assert!((h as f64 - want_h).abs() < 1e-4 * want_h, "{h} vs {want_h}");
     }
 }
