@@ -88,8 +88,8 @@ fn random_samples(rng: &mut Rng, n: usize) -> Vec<SampleOutcome> {
     (0..n)
         .map(|_| {
             let r = rng.next_u64();
-            let answer =
-                (r % 6 != 0).then(|| answers[(r >> 8) as usize % answers.len()].to_owned());
+            let answer = (!r.is_multiple_of(6))
+                .then(|| answers[(r >> 8) as usize % answers.len()].to_owned());
             let correct = answer.as_deref().is_some_and(|a| normalize(a) == "7");
             // Scores on a coarse grid so that ties happen; some samples have none.
             let mean_logprob = (r >> 20 & 7 != 0).then(|| -(((r >> 24) % 4) as f32) * 0.25);
