@@ -34,7 +34,7 @@ ours, llama = load("ours"), load("llama")
 
 def metrics(runs):
     rows = {"prefill (tok/s)": [r["prefill_tok_s"] for r in runs]}
-    for b in runs[0]["decode_tok_s"]:
+    for b in sorted(runs[0]["decode_tok_s"], key=int):
         rows[f"decode batch {b} (tok/s total)"] = [r["decode_tok_s"][b] for r in runs]
     rows["fork (µs, lower is better)"] = [r["fork_micros"] for r in runs]
     rows["peak RSS (MB, lower is better)"] = [r["peak_rss_mb"] for r in runs]
