@@ -441,28 +441,66 @@ pub fn matmul_many(mats: &[&PackedMatrix], acts: &QuantActs, isa: Isa, ys: &mut 
     }
 }
 
-/// The portable kernel: activation rows `r0 .. r0 + m` against one tile group.
+/// The portable kernel: activation rows `r0 .. r0 + m` against one tile group. Each block's codes
+/// are unpacked once into a plain `[lane][column]` array, then every row's dot products are
+/// simple integer loops the compiler vectorises for whatever the target has.
 pub(crate) fn scalar_rows(t: &Tile<'_>, acts: &QuantActs, r0: usize, m: usize, out: &mut [f32]) {
     let tb = t.kind.tile_bytes();
-    for (r, out) in (r0..r0 + m).zip(out.chunks_mut(LANES)) {
-        let qs = &acts.qs[r * acts.blocks * BLOCK..][..acts.blocks * BLOCK];
-        for (k, o) in out.iter_mut().enumerate() {
-            let mut acc = 0f32;
-            for b in 0..t.blocks {
-                let tile = &t.codes[b * tb..][..tb];
-                let q = &qs[b * BLOCK..][..BLOCK];
-                let dx = acts.d[r * acts.blocks + b];
+    let out = &mut out[..m * LANES];
+    out.fill(0.0);
+    let mut codes = [[0u8; BLOCK]; LANES];
+    let mut dm = [[(0f32, 0f32); 2]; LANES];
+    for b in 0..t.blocks {
+        unpack_tile(t.kind, &t.codes[b * tb..][..tb], &mut codes);
+        for (k, dm) in dm.iter_mut().enumerate() {
+            for (s, dm) in dm.iter_mut().enumerate() {
+                *dm = t.scale_min((b * t.subs + s.min(t.subs - 1)) * LANES + k);
+            }
+        }
+        for (r, out) in (r0..r0 + m).zip(out.chunks_mut(LANES)) {
+            let q = &acts.qs[(r * acts.blocks + b) * BLOCK..][..BLOCK];
+            let dx = acts.d[r * acts.blocks + b];
+            let sx = &acts.s16[(r * acts.blocks + b) * 2..][..2];
+            for ((o, c), dm) in out.iter_mut().zip(&codes).zip(&dm) {
                 for s in 0..2 {
-                    let mut sum = 0i32;
-                    for e in 16 * s..16 * s + 16 {
-                        sum += get_code(t.kind, tile, k, e) as i32 * q[e] as i32;
-                    }
-                    let at = (b * t.subs + s.min(t.subs - 1)) * LANES + k;
-                    let (d, m) = t.scale_min(at);
-                    acc += d * dx * sum as f32 + m * acts.s16[(r * acts.blocks + b) * 2 + s];
+                    let sum: i32 = c[16 * s..16 * s + 16]
+                        .iter()
+                        .zip(&q[16 * s..16 * s + 16])
+                        .map(|(&w, &x)| w as i32 * x as i32)
+                        .sum();
+                    *o += dm[s].0 * dx * sum as f32 + dm[s].1 * sx[s];
                 }
             }
-            *o = acc;
+        }
+    }
+}
+
+/// All sixteen lanes' 32 codes of one tile block.
+fn unpack_tile(kind: Kind, tile: &[u8], codes: &mut [[u8; BLOCK]; LANES]) {
+    for (k, c) in codes.iter_mut().enumerate() {
+        match kind {
+            Kind::U4 | Kind::U5 => {
+                for g in 0..4 {
+                    for i in 0..4 {
+                        let byte = tile[64 * g + 4 * k + i];
+                        c[4 * g + i] = byte & 0x0F;
+                        c[16 + 4 * g + i] = byte >> 4;
+                    }
+                }
+                if kind == Kind::U5 {
+                    for i in 0..4 {
+                        let bits = tile[256 + 4 * k + i];
+                        for g in 0..8 {
+                            c[4 * g + i] |= ((bits >> g) & 1) << 4;
+                        }
+                    }
+                }
+            }
+            Kind::U8 => {
+                for g in 0..8 {
+                    c[4 * g..4 * g + 4].copy_from_slice(&tile[64 * g + 4 * k..][..4]);
+                }
+            }
         }
     }
 }
