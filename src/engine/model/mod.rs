@@ -5,6 +5,7 @@
 //! as one quantized matmul over all rows of the batch; attention runs per row against that row's
 //! own sequence cache, so sequences of different lengths never need padding.
 
+mod attention;
 pub mod config;
 pub mod gguf;
 pub mod math;
@@ -18,7 +19,6 @@ use std::io::Read;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
-use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -426,28 +426,16 @@ impl Model {
             let mut attn = vec![0f32; rows * q_dim];
             {
                 let caches: Vec<&SeqKv> = batch.iter().map(|b| &*b.kv).collect();
-                let group = c.n_head / c.n_kv_head;
-                attn.par_chunks_mut(q_dim).enumerate().for_each(|(r, out)| {
-                    let cache = caches[row_item[r]];
-                    let pos = row_pos[r];
-                    let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-                    let qr = &q[r * q_dim..(r + 1) * q_dim];
-                    let mut scratch = AttnScratch::new(group, pos + 1 - first, hd);
-                    for kh in 0..c.n_kv_head {
-                        let heads = kh * group * hd..(kh + 1) * group * hd;
-                        attend(
-                            cache,
-                            &layout,
-                            l,
-                            kh,
-                            &qr[heads.clone()],
-                            first..pos + 1,
-                            c.attn_scale,
-                            &mut scratch,
-                            &mut out[heads],
-                        );
-                    }
-                });
+                let heads = attention::Heads {
+                    n_head: c.n_head,
+                    n_kv_head: c.n_kv_head,
+                    head_dim: hd,
+                    scale: c.attn_scale,
+                    window,
+                };
+                attention::attention(
+                    &caches, &layout, l, &row_item, &row_pos, &q, &heads, &mut attn,
+                );
             }
             let mut o = self.matmul(&layer.wo, &attn, rows)?;
             if let Some(w) = &layer.post_attn_norm {
@@ -602,90 +590,6 @@ fn linear(
         weight: QMatMul::from_qtensor(t)?,
         out_dim,
     })
-}
-
-/// Buffers for [`attend`], allocated once per row.
-struct AttnScratch {
-    /// `[head][position]`.
-    scores: Vec<f32>,
-    row: Vec<f32>,
-}
-
-impl AttnScratch {
-    fn new(heads: usize, len: usize, head_dim: usize) -> Self {
-        Self {
-            scores: vec![0f32; heads * len],
-            row: vec![0f32; head_dim],
-        }
-    }
-}
-
-/// Attention of the query heads that share one cached key/value head (`q` holds them one after
-/// another) over positions `range`. Each cached key and value is converted from f16 once for all
-/// of them.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn attend(
-    cache: &SeqKv,
-    layout: &KvLayout,
-    layer: usize,
-    kv_head: usize,
-    q: &[f32],
-    range: std::ops::Range<usize>,
-    scale: f32,
-    scratch: &mut AttnScratch,
-    out: &mut [f32],
-) {
-    let hd = scratch.row.len();
-    let len = range.len();
-    let heads = q.len() / hd;
-    let scores = &mut scratch.scores[..heads * len];
-    let row = &mut scratch.row;
-    for (i, j) in range.clone().enumerate() {
-        cache
-            .key(layout, layer, kv_head, j)
-            .convert_to_f32_slice(row);
-        for h in 0..heads {
-            scores[h * len + i] = dot(&q[h * hd..(h + 1) * hd], row) * scale;
-        }
-    }
-    for s in scores.chunks_mut(len) {
-        let max = s.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-        let mut sum = 0f32;
-        for v in s.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
-        s.iter_mut().for_each(|v| *v *= inv);
-    }
-    out.fill(0.0);
-    for (i, j) in range.enumerate() {
-        cache
-            .value(layout, layer, kv_head, j)
-            .convert_to_f32_slice(row);
-        for h in 0..heads {
-            let w = scores[h * len + i];
-            out[h * hd..(h + 1) * hd]
-                .iter_mut()
-                .zip(row.iter())
-                .for_each(|(o, v)| *o += w * v);
-        }
-    }
-}
-
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent accumulators let the compiler vectorise.
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + ar.iter().zip(br).map(|(x, y)| x * y).sum::<f32>()
 }
 
 fn rms_norm_rows(x: &[f32], out: &mut [f32], w: &[f32], width: usize, eps: f32) {
