@@ -402,3 +402,33 @@ fn gemma3_tiny_has_sliding_and_global_layers() {
         .collect();
     assert_eq!(windows, vec![Some(8), Some(8), Some(8), None]);
 }
+
+/// Decoding one token at a long position (its attention split over the threads in chunks of
+/// positions, then merged, whenever there are two or more threads) equals computing the same
+/// position inside a whole-prompt pass.
+fn long_decode_matches_one_pass(spec: TinySpec) {
+    let (_d, _p, model) = tiny(&spec);
+    let tokens: Vec<u32> = (0..240).map(|i| 30 + (i * 37) % 150).collect();
+    let mut whole = Engine::new(model.clone(), 1 << 30);
+    let s = whole.new_sequence();
+    let want = whole.prefill(s, &tokens).expect("prefill");
+    let mut split = Engine::new(model, 1 << 30);
+    let s = split.new_sequence();
+    split.prefill(s, &tokens[..239]).expect("prefill");
+    let got = split.decode(&[(s, tokens[239])]).expect("decode");
+    let diff = max_abs_diff(&got[0], &want);
+    assert!(
+        diff < 1e-4,
+        "decode differs from the one-pass prompt by {diff}"
+    );
+}
+
+#[test]
+fn long_decode_matches_one_pass_llama() {
+    long_decode_matches_one_pass(TinySpec::llama());
+}
+
+#[test]
+fn long_decode_matches_one_pass_gemma3() {
+    long_decode_matches_one_pass(TinySpec::gemma3());
+}
