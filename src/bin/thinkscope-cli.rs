@@ -626,6 +626,7 @@ fn bench(
             "model": model.info.name,
             "device": model.info.device,
             "threads": rayon::current_num_threads(),
+            "kernels": model.kernel_summary(),
             "prompt_tokens": prompt_tokens,
             "decode_tokens": decode_tokens,
             "prefill_tok_s": prefill_tok_s,
@@ -636,6 +637,7 @@ fn bench(
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("model: {} on {}", model.info.name, model.info.device);
+        println!("kernels: {}", model.kernel_summary());
         println!("prefill ({prompt_tokens} tokens): {prefill_tok_s:.1} tok/s");
         for (b, r) in rows {
             println!(

@@ -54,7 +54,10 @@ pub fn select(pref: DevicePref) -> (Device, Option<String>) {
 /// A short human description of a device.
 pub fn describe(device: &Device) -> String {
     match device {
-        Device::Cpu => format!("CPU ({} threads)", rayon::current_num_threads()),
+        Device::Cpu => match rayon::current_num_threads() {
+            1 => "CPU (1 thread)".into(),
+            n => format!("CPU ({n} threads)"),
+        },
         Device::Cuda(_) => "CUDA GPU 0".into(),
         Device::Metal(_) => "Metal GPU 0".into(),
     }

@@ -47,6 +47,17 @@ pub enum Isa {
     Avx512Vnni,
 }
 
+impl Isa {
+    /// For people: "AVX-512 VNNI", "AVX2", "portable".
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "portable",
+            Isa::Avx2 => "AVX2",
+            Isa::Avx512Vnni => "AVX-512 VNNI",
+        }
+    }
+}
+
 /// The best implementation this CPU supports. `THINKSCOPE_ISA=scalar|avx2` picks a lesser one
 /// (benchmarks, debugging).
 pub fn detect() -> Isa {

@@ -550,10 +550,14 @@ impl Model {
             .filter(|l| matches!(l, Linear::Own(_)))
             .count();
         let total = self.layers.len() * 7 + 1;
-        format!(
-            "{own}/{total} matmuls on thinkscope kernels ({:?}), the rest on candle",
-            self.isa
-        )
+        let mut s = format!(
+            "{own} of {total} weight matrices on thinkscope's {} kernels",
+            self.isa.name()
+        );
+        if own < total {
+            s += &format!(", {} on candle's", total - own);
+        }
+        s
     }
 }
 
