@@ -394,24 +394,19 @@ impl Model {
             if let Some(w) = &layer.k_norm {
                 rms_norm_in_place(&mut k, w, hd, c.rms_eps);
             }
-            let inv_freq = &self.inv_freq[l];
-            for r in 0..rows {
-                let pos = row_pos[r] as f32;
-                rope_row(
-                    &mut q[r * q_dim..(r + 1) * q_dim],
-                    hd,
-                    inv_freq,
-                    pos,
-                    c.rope_style,
-                );
-                rope_row(
-                    &mut k[r * kv_dim..(r + 1) * kv_dim],
-                    hd,
-                    inv_freq,
-                    pos,
-                    c.rope_style,
-                );
-            }
+            // Rotary embedding: the angles of a position once, for every head of q and k.
+            let (inv_freq, style) = (&self.inv_freq[l], c.rope_style);
+            q.par_chunks_mut(q_dim)
+                .zip(k.par_chunks_mut(kv_dim))
+                .zip(row_pos.par_iter())
+                .for_each(|((qr, kr), &pos)| {
+                    let angles: Vec<(f32, f32)> = inv_freq
+                        .iter()
+                        .map(|f| (pos as f32 * f).sin_cos())
+                        .collect();
+                    rope_row(qr, hd, &angles, style);
+                    rope_row(kr, hd, &angles, style);
+                });
             for r in 0..rows {
                 let kv = &mut batch[row_item[r]].kv;
                 kv.write(
@@ -614,12 +609,11 @@ fn rms_norm_in_place(x: &mut [f32], w: &[f32], width: usize, eps: f32) {
     }
 }
 
-/// Rotate every head of one row in place.
-fn rope_row(row: &mut [f32], head_dim: usize, inv_freq: &[f32], pos: f32, style: RopeStyle) {
-    let half = inv_freq.len();
+/// Rotate every head of one row in place by the `(sin, cos)` of each frequency.
+fn rope_row(row: &mut [f32], head_dim: usize, angles: &[(f32, f32)], style: RopeStyle) {
+    let half = angles.len();
     for head in row.chunks_mut(head_dim) {
-        for (i, f) in inv_freq.iter().enumerate() {
-            let (sin, cos) = (pos * f).sin_cos();
+        for (i, &(sin, cos)) in angles.iter().enumerate() {
             let (a, b) = match style {
                 RopeStyle::Interleaved => (2 * i, 2 * i + 1),
                 RopeStyle::Neox => (i, i + half),
