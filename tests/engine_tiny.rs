@@ -404,8 +404,12 @@ fn gemma3_tiny_has_sliding_and_global_layers() {
 }
 
 /// Decoding one token at a long position (its attention split over the threads in chunks of
-/// positions, then merged, whenever there are two or more threads) equals computing the same
-/// position inside a whole-prompt pass.
+/// positions, then merged, whenever there are two or more threads) gives the logits of the same
+/// position inside a whole-prompt pass. The attention itself is checked against an f64 reference
+/// to 1e-5 in `attention.rs`; here, end to end, the two paths sum floats in different orders, and
+/// an activation that lands on a rounding boundary of the 8-bit quantization then moves by one
+/// step, so the bound is one percent of the logits' range rather than float noise. A wrong merge
+/// (a missing rescale, a lost chunk) moves them by tens of percent.
 fn long_decode_matches_one_pass(spec: TinySpec) {
     let (_d, _p, model) = tiny(&spec);
     let tokens: Vec<u32> = (0..240).map(|i| 30 + (i * 37) % 150).collect();
@@ -417,9 +421,11 @@ fn long_decode_matches_one_pass(spec: TinySpec) {
     split.prefill(s, &tokens[..239]).expect("prefill");
     let got = split.decode(&[(s, tokens[239])]).expect("decode");
     let diff = max_abs_diff(&got[0], &want);
+    let range =
+        want.iter().fold(f32::MIN, |m, v| m.max(*v)) - want.iter().fold(f32::MAX, |m, v| m.min(*v));
     assert!(
-        diff < 1e-4,
-        "decode differs from the one-pass prompt by {diff}"
+        diff < 0.01 * range,
+        "decode differs from the one-pass prompt by {diff} (logit range {range})"
     );
 }
 

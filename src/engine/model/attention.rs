@@ -227,3 +227,114 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     acc.iter().sum::<f32>() + ar.iter().zip(br).map(|(x, y)| x * y).sum::<f32>()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::kv::KvPool;
+    use crate::engine::model::sampling::Rng;
+
+    /// Softmax attention in f64 over the cache's (f16-rounded) keys and values.
+    fn reference(cache: &SeqKv, layout: &KvLayout, q: &[f32], pos: usize, h: &Heads) -> Vec<f32> {
+        let (hd, group) = (h.head_dim, h.n_head / h.n_kv_head);
+        let lo = h.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let mut out = vec![0f32; h.n_head * hd];
+        for head in 0..h.n_head {
+            let qh = &q[head * hd..(head + 1) * hd];
+            let kh = head / group;
+            let s: Vec<f64> = (lo..=pos)
+                .map(|j| {
+                    let k = cache.key(layout, 0, kh, j);
+                    qh.iter()
+                        .zip(k)
+                        .map(|(a, b)| *a as f64 * b.to_f64())
+                        .sum::<f64>()
+                        * h.scale as f64
+                })
+                .collect();
+            let m = s.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = s.iter().map(|v| (v - m).exp()).sum();
+            for (i, j) in (lo..=pos).enumerate() {
+                let p = (s[i] - m).exp() / z;
+                let v = cache.value(layout, 0, kh, j);
+                for d in 0..hd {
+                    out[head * hd + d] += (p * v[d].to_f64()) as f32;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn split_and_whole_attention_match_a_reference() {
+        let layout = KvLayout {
+            n_layer: 1,
+            n_kv_head: 2,
+            head_dim: 24,
+        };
+        let n = 300;
+        let pool = KvPool::new(layout, 1 << 26);
+        let mut cache = SeqKv::default();
+        cache.reserve(&pool, n).expect("reserve");
+        let mut rng = Rng::new(4);
+        let mut rand = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|_| 2.0 * rng.next_f64() as f32 - 1.0)
+                .collect()
+        };
+        for p in 0..n {
+            cache.write(&layout, 0, p, &rand(48), &rand(48));
+        }
+        cache.advance(n);
+        // Four threads ask for eight tasks: one decoding row is split over its positions.
+        let pool4 = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .expect("threads");
+        for window in [None, Some(40)] {
+            let h = Heads {
+                n_head: 6,
+                n_kv_head: 2,
+                head_dim: 24,
+                scale: 0.3,
+                window,
+            };
+            let q = rand(n * 6 * 24);
+            let q_dim = 6 * 24;
+            // Every row in one call (blocks of 16 rows, no split) ...
+            let mut whole = vec![0f32; n * q_dim];
+            let items = vec![0; n];
+            let positions: Vec<usize> = (0..n).collect();
+            pool4.install(|| {
+                attention(
+                    &[&cache],
+                    &layout,
+                    0,
+                    &items,
+                    &positions,
+                    &q,
+                    &h,
+                    &mut whole,
+                )
+            });
+            // ... and the last rows alone (split over positions and merged).
+            for pos in [n - 1, 200, 17] {
+                let mut one = vec![0f32; q_dim];
+                let qr = &q[pos * q_dim..(pos + 1) * q_dim];
+                pool4.install(|| attention(&[&cache], &layout, 0, &[0], &[pos], qr, &h, &mut one));
+                let want = reference(&cache, &layout, qr, pos, &h);
+                for (i, w) in want.iter().enumerate() {
+                    let (a, b) = (one[i], whole[pos * q_dim + i]);
+                    assert!(
+                        (a - w).abs() < 1e-5,
+                        "{window:?} pos {pos} split: {a} vs {w}"
+                    );
+                    assert!(
+                        (b - w).abs() < 1e-5,
+                        "{window:?} pos {pos} whole: {b} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+}
