@@ -89,8 +89,17 @@ pub enum EngineError {
     },
 
     /// An error from the tensor library.
-    #[error(transparent)]
+    #[error("{}", candle_message(.0))]
     Candle(#[from] candle_core::Error),
+}
+
+/// A candle error's message without the backtrace candle appends when `RUST_BACKTRACE` is set:
+/// people read these in the status bar and on the command line.
+pub fn candle_message(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_message(inner),
+        e => e.to_string(),
+    }
 }
 
 /// The engine's result type.

@@ -250,8 +250,14 @@ pub fn rewrite_gguf(
 /// values keep the source's precision). Vectors (norms, biases) are copied unchanged and
 /// `general.file_type` is updated for the GGML types llama.cpp names.
 pub fn requantize(src: &Path, dst: &Path, dtype: GgmlDType) -> Result<()> {
+    // The loader's checks first: a missing, truncated or corrupt file gets its usual clear error.
+    crate::engine::model::gguf::GgufFile::open(src)?;
+    // Written beside the target and renamed at the end: a failure never leaves half a model.
+    let mut part = dst.as_os_str().to_owned();
+    part.push(".part");
+    let part = std::path::PathBuf::from(part);
     let mut err = None;
-    rewrite_gguf(src, dst, |meta, tensors| {
+    let written = rewrite_gguf(src, &part, |meta, tensors| {
         for (name, t) in tensors.iter_mut() {
             let dims = t.shape().dims().to_vec();
             if dims.len() != 2 || dims[1] % dtype.block_size() != 0 || t.dtype() == dtype {
@@ -285,12 +291,13 @@ pub fn requantize(src: &Path, dst: &Path, dtype: GgmlDType) -> Result<()> {
         if let Some(f) = ftype {
             meta.push(("general.file_type".into(), Value::U32(f)));
         }
-    })?;
-    match err {
-        Some(e) => {
-            let _ = std::fs::remove_file(dst);
-            Err(e)
-        }
-        None => Ok(()),
+    });
+    let done = match (written, err) {
+        (Err(e), _) | (Ok(()), Some(e)) => Err(e),
+        (Ok(()), None) => std::fs::rename(&part, dst).map_err(|e| EngineError::io(dst, e)),
+    };
+    if done.is_err() {
+        let _ = std::fs::remove_file(&part);
     }
+    done
 }

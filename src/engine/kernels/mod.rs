@@ -63,9 +63,16 @@ impl Isa {
 pub fn detect() -> Isa {
     let best = available().last().copied().unwrap_or(Isa::Scalar);
     match std::env::var("THINKSCOPE_ISA").as_deref() {
+        Err(_) => best,
         Ok("scalar") => Isa::Scalar,
         Ok("avx2") if available().contains(&Isa::Avx2) => Isa::Avx2,
-        _ => best,
+        Ok(other) => {
+            tracing::warn!(
+                "THINKSCOPE_ISA={other:?} is not 'scalar' or an available 'avx2'; using {}",
+                best.name()
+            );
+            best
+        }
     }
 }
 
@@ -117,8 +124,6 @@ pub struct QuantActs {
     qs: Vec<i8>,
     /// Scale per block: `[row][block]`.
     d: Vec<f32>,
-    /// `d · Σq` per block.
-    s: Vec<f32>,
     /// `d · Σq` per half block: `[row][block][2]`.
     s16: Vec<f32>,
 }
@@ -231,26 +236,19 @@ impl PackedMatrix {
         self.source.subs()
     }
 
-    /// Scale and minimum of `row`, block `b`, half `s`.
-    fn scale_min(&self, row: usize, b: usize, s: usize) -> (f32, f32) {
-        let (g, k) = (row / LANES, row % LANES);
-        let subs = self.subs();
-        self.tile(g)
-            .scale_min((b * subs + s.min(subs - 1)) * LANES + k)
-    }
-
-    fn code(&self, row: usize, e: usize) -> u8 {
-        let (g, k) = (row / LANES, row % LANES);
-        let tb = self.source.kind().tile_bytes();
-        let tile = &self.codes[(g * self.blocks + e / BLOCK) * tb..][..tb];
-        get_code(self.source.kind(), tile, k, e % BLOCK)
-    }
-
     /// Dequantize one row to f32 (embedding lookups, references).
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
-        for (e, o) in out.iter_mut().enumerate().take(self.cols) {
-            let (d, m) = self.scale_min(row, e / BLOCK, (e % BLOCK) / 16);
-            *o = d * self.code(row, e) as f32 + m;
+        let (g, k) = (row / LANES, row % LANES);
+        let tile = self.tile(g);
+        let tb = self.source.kind().tile_bytes();
+        let subs = self.subs();
+        let mut codes = [[0u8; BLOCK]; LANES];
+        for (b, o) in out[..self.cols].chunks_mut(BLOCK).enumerate() {
+            unpack_tile(tile.kind, &tile.codes[b * tb..][..tb], &mut codes);
+            for (e, o) in o.iter_mut().enumerate() {
+                let (d, m) = tile.scale_min((b * subs + (e / 16).min(subs - 1)) * LANES + k);
+                *o = d * codes[k][e] as f32 + m;
+            }
         }
     }
 
@@ -278,6 +276,7 @@ impl PackedMatrix {
             m: share(&self.m, g, sl),
             m16: share(&self.m16, g, sl),
             half: self.source.half_scales(),
+            wide: self.source.max_code() > 127,
             blocks: self.blocks,
             kind: self.source.kind(),
             subs: self.subs(),
@@ -325,6 +324,8 @@ pub(crate) struct Tile<'a> {
     pub m16: &'a [u16],
     /// Scales in `d16`/`m16` rather than `d`/`m`.
     pub half: bool,
+    /// Codes may exceed 127 (where AVX2's 16-bit pair sums could saturate).
+    pub wide: bool,
     pub blocks: usize,
     pub kind: Kind,
     pub subs: usize,
@@ -389,24 +390,6 @@ fn put_codes(kind: Kind, tile: &mut [u8], k: usize, codes: &[u8; 32]) {
                 }
             }
         }
-    }
-}
-
-/// Code `e` (0..32) of lane `k` in a tile.
-#[inline]
-fn get_code(kind: Kind, tile: &[u8], k: usize, e: usize) -> u8 {
-    let (g, i) = (e / 4, e % 4);
-    match kind {
-        Kind::U4 | Kind::U5 => {
-            let byte = tile[64 * (g % 4) + 4 * k + i];
-            let lo = if g < 4 { byte & 0x0F } else { byte >> 4 };
-            if kind == Kind::U5 {
-                lo | (((tile[256 + 4 * k + i] >> g) & 1) << 4)
-            } else {
-                lo
-            }
-        }
-        Kind::U8 => tile[64 * g + 4 * k + i],
     }
 }
 
@@ -521,9 +504,8 @@ pub fn quantize_acts(x: &[f32], n: usize, cols: usize) -> QuantActs {
     let blocks = cols / BLOCK;
     let mut qs = vec![0i8; n * cols];
     let mut d = vec![0f32; n * blocks];
-    let mut s = vec![0f32; n * blocks];
     let mut s16 = vec![0f32; n * blocks * 2];
-    let row = |xr: &[f32], qr: &mut [i8], dr: &mut [f32], sr: &mut [f32], s16r: &mut [f32]| {
+    let row = |xr: &[f32], qr: &mut [i8], dr: &mut [f32], s16r: &mut [f32]| {
         for (i, (xb, qb)) in xr
             .chunks_exact(BLOCK)
             .zip(qr.chunks_exact_mut(BLOCK))
@@ -541,7 +523,6 @@ pub fn quantize_acts(x: &[f32], n: usize, cols: usize) -> QuantActs {
                 sums[half] = qh.iter().map(|&q| q as i32).sum();
             }
             dr[i] = scale;
-            sr[i] = scale * (sums[0] + sums[1]) as f32;
             s16r[2 * i] = scale * sums[0] as f32;
             s16r[2 * i + 1] = scale * sums[1] as f32;
         }
@@ -550,17 +531,15 @@ pub fn quantize_acts(x: &[f32], n: usize, cols: usize) -> QuantActs {
         .par_chunks(cols)
         .zip(qs.par_chunks_mut(cols))
         .zip(d.par_chunks_mut(blocks))
-        .zip(s.par_chunks_mut(blocks))
         .zip(s16.par_chunks_mut(2 * blocks));
     // Rows are split across threads only when there are several.
     it.with_min_len(if n >= 4 { 1 } else { n.max(1) })
-        .for_each(|((((xr, qr), dr), sr), s16r)| row(xr, qr, dr, sr, s16r));
+        .for_each(|(((xr, qr), dr), s16r)| row(xr, qr, dr, s16r));
     QuantActs {
         rows: n,
         blocks,
         qs,
         d,
-        s,
         s16,
     }
 }

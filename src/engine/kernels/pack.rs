@@ -89,6 +89,16 @@ impl Source {
         }
     }
 
+    /// The largest code the format produces.
+    pub fn max_code(self) -> u8 {
+        match self {
+            Source::Q4_0 | Source::Q4_1 | Source::Q4K => 15,
+            Source::Q5_0 | Source::Q5_1 | Source::Q5K => 31,
+            Source::Q6K => 63,
+            Source::Q8_0 => 255,
+        }
+    }
+
     /// Scales per 32 elements: 2 where the format scales each 16.
     pub fn subs(self) -> usize {
         match self {

@@ -85,6 +85,30 @@ const fn tile_bytes(k: u8) -> usize {
     }
 }
 
+/// Check every extent the kernels read or write (they index with raw pointers) and return the
+/// first byte of each activation row.
+fn checked_rows<
+    const K: u8,
+    const SUB2: bool,
+    const STORED: bool,
+    const H: bool,
+    const M: usize,
+>(
+    t: &Tile<'_>,
+    a: &QuantActs,
+    r0: usize,
+    out: &[f32],
+) -> [*const u8; M] {
+    let nb = t.blocks;
+    let subs = if SUB2 { 2 } else { 1 };
+    let scales = if H { t.d16.len() } else { t.d.len() };
+    assert!(t.codes.len() >= nb * tile_bytes(K) && scales >= nb * subs * LANES);
+    assert!(!STORED || (if H { t.m16.len() } else { t.m.len() }) >= nb * LANES);
+    assert!(a.qs.len() >= (r0 + M) * nb * BLOCK && out.len() >= M * LANES);
+    assert!(a.d.len() >= (r0 + M) * nb && a.s16.len() >= 2 * (r0 + M) * nb);
+    std::array::from_fn(|r| a.qs[(r0 + r) * nb * BLOCK..].as_ptr() as *const u8)
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn k512<const K: u8, const SUB2: bool, const STORED: bool, const H: bool, const M: usize>(
     t: &Tile<'_>,
@@ -93,17 +117,10 @@ unsafe fn k512<const K: u8, const SUB2: bool, const STORED: bool, const H: bool,
     off: f32,
     out: &mut [f32],
 ) {
-    let nb = t.blocks;
-    let tb = tile_bytes(K);
-    let subs = if SUB2 { 2 } else { 1 };
-    let scales = if H { t.d16.len() } else { t.d.len() };
-    assert!(t.codes.len() >= nb * tb && scales >= nb * subs * LANES);
-    assert!(!STORED || (if H { t.m16.len() } else { t.m.len() }) >= nb * LANES);
-    assert!(a.qs.len() >= (r0 + M) * nb * BLOCK && out.len() >= M * LANES);
+    let (nb, tb, subs) = (t.blocks, tile_bytes(K), if SUB2 { 2 } else { 1 });
+    let qp = checked_rows::<K, SUB2, STORED, H, M>(t, a, r0, out);
     let m4 = _mm512_set1_epi8(0x0F);
     let m10 = _mm512_set1_epi8(0x10);
-    let qp: [*const u8; M] =
-        std::array::from_fn(|r| a.qs.as_ptr().add((r0 + r) * nb * BLOCK) as *const u8);
     let mut acc = [_mm512_setzero_ps(); M];
     for b in 0..nb {
         let tp = t.codes.as_ptr().add(b * tb);
@@ -176,9 +193,14 @@ unsafe fn k512<const K: u8, const SUB2: bool, const STORED: bool, const H: bool,
             if STORED {
                 let t1 = _mm512_mul_ps(pf, _mm512_set1_ps(a.d[i]));
                 acc[r] = _mm512_fmadd_ps(t1, dv, acc[r]);
-                acc[r] = _mm512_fmadd_ps(mv, _mm512_set1_ps(a.s[i]), acc[r]);
+                acc[r] =
+                    _mm512_fmadd_ps(mv, _mm512_set1_ps(a.s16[2 * i] + a.s16[2 * i + 1]), acc[r]);
             } else {
-                let s = if SUB2 { a.s16[2 * i + 1] } else { a.s[i] };
+                let s = if SUB2 {
+                    a.s16[2 * i + 1]
+                } else {
+                    a.s16[2 * i] + a.s16[2 * i + 1]
+                };
                 let t1 = _mm512_fmadd_ps(pf, _mm512_set1_ps(a.d[i]), _mm512_set1_ps(off * s));
                 acc[r] = _mm512_fmadd_ps(t1, dv, acc[r]);
             }
@@ -232,25 +254,17 @@ unsafe fn k256<const K: u8, const SUB2: bool, const STORED: bool, const H: bool,
     off: f32,
     out: &mut [f32],
 ) {
-    let nb = t.blocks;
-    let tb = tile_bytes(K);
-    let subs = if SUB2 { 2 } else { 1 };
-    let scales = if H { t.d16.len() } else { t.d.len() };
-    assert!(t.codes.len() >= nb * tb && scales >= nb * subs * LANES);
-    assert!(!STORED || (if H { t.m16.len() } else { t.m.len() }) >= nb * LANES);
-    assert!(a.qs.len() >= (r0 + M) * nb * BLOCK && out.len() >= M * LANES);
-    // Q8_0 codes reach 255, where `vpmaddubsw`'s 16-bit pair sums could saturate: such codes
-    // are split into their low seven bits and their top bit. (Q6_K, the other U8 source, stays
-    // below 64, and it is the one with half-block scales.)
-    let split = K == U8 && !SUB2;
+    let (nb, tb, subs) = (t.blocks, tile_bytes(K), if SUB2 { 2 } else { 1 });
+    let qp = checked_rows::<K, SUB2, STORED, H, M>(t, a, r0, out);
+    // Codes above 127 (Q8_0's reach 255) could saturate `vpmaddubsw`'s 16-bit pair sums: they
+    // are split into their low seven bits and their top bit.
+    let split = K == U8 && t.wide;
     let m4 = _mm256_set1_epi8(0x0F);
     let m10 = _mm256_set1_epi8(0x10);
     let m7f = _mm256_set1_epi8(0x7F);
     let m01 = _mm256_set1_epi8(0x01);
     let ones = _mm256_set1_epi16(1);
     let w128 = _mm256_set1_epi16(128);
-    let qp: [*const u8; M] =
-        std::array::from_fn(|r| a.qs.as_ptr().add((r0 + r) * nb * BLOCK) as *const u8);
     let mut acc: [V2f; M] = [[_mm256_setzero_ps(); 2]; M];
     let step = |p: __m256i, w: __m256i, x: __m256i| -> __m256i {
         _mm256_add_epi32(p, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones))
@@ -325,9 +339,17 @@ unsafe fn k256<const K: u8, const SUB2: bool, const STORED: bool, const H: bool,
                 if STORED {
                     let mv = ld8::<H>(t.m, t.m16, b * LANES + 8 * h);
                     acc[r][h] = _mm256_fmadd_ps(_mm256_mul_ps(pf, dx), dv, acc[r][h]);
-                    acc[r][h] = _mm256_fmadd_ps(mv, _mm256_set1_ps(a.s[i]), acc[r][h]);
+                    acc[r][h] = _mm256_fmadd_ps(
+                        mv,
+                        _mm256_set1_ps(a.s16[2 * i] + a.s16[2 * i + 1]),
+                        acc[r][h],
+                    );
                 } else {
-                    let s = if SUB2 { a.s16[2 * i + 1] } else { a.s[i] };
+                    let s = if SUB2 {
+                        a.s16[2 * i + 1]
+                    } else {
+                        a.s16[2 * i] + a.s16[2 * i + 1]
+                    };
                     let t1 = _mm256_fmadd_ps(pf, dx, _mm256_set1_ps(off * s));
                     acc[r][h] = _mm256_fmadd_ps(t1, dv, acc[r][h]);
                 }

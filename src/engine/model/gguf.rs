@@ -12,7 +12,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 
-use crate::engine::error::{EngineError, Result};
+use crate::engine::error::{candle_message, EngineError, Result};
 
 /// An opened GGUF file: its parsed header and a reader for tensor data.
 pub struct GgufFile {
@@ -44,7 +44,7 @@ impl GgufFile {
             .seek(SeekFrom::Start(0))
             .map_err(|e| EngineError::io(path, e))?;
         let content = Content::read(&mut reader).map_err(|e| {
-            let reason = e.to_string();
+            let reason = candle_message(&e);
             if reason.contains("unsupported magic") {
                 EngineError::NotGguf {
                     path: path.to_owned(),
@@ -248,7 +248,7 @@ impl GgufFile {
             .tensor(&mut self.reader, name, device)
             .map_err(|e| EngineError::Corrupt {
                 path,
-                reason: format!("reading tensor '{name}': {e}"),
+                reason: format!("reading tensor '{name}': {}", candle_message(&e)),
             })
     }
 

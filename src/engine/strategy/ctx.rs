@@ -235,6 +235,33 @@ impl Ctx {
         }
     }
 
+    /// One decode step for each `(sequence, token)`; the logits after each.
+    fn decode_steps(&mut self, steps: Vec<(SeqId, u32)>) -> Result<Vec<Vec<f32>>> {
+        match self.request(Op::Decode { steps })? {
+            Reply::Logits(rows) => Ok(rows),
+            _ => Err(EngineError::WorkerGone("unexpected reply to decode".into())),
+        }
+    }
+
+    /// `n` forks of `seq`, held by this run.
+    fn fork_seqs(&mut self, seq: SeqId, n: usize) -> Result<Vec<SeqId>> {
+        match self.request(Op::Fork { seq, n })? {
+            Reply::Seqs(seqs) => {
+                self.live.extend(&seqs);
+                Ok(seqs)
+            }
+            _ => Err(EngineError::WorkerGone("unexpected reply to fork".into())),
+        }
+    }
+
+    /// Append `tokens` to `seq` in one pass; the logits after each.
+    fn extend_seq(&mut self, seq: SeqId, tokens: Vec<u32>) -> Result<Vec<Vec<f32>>> {
+        match self.request(Op::Extend { seq, tokens })? {
+            Reply::Logits(rows) => Ok(rows),
+            _ => Err(EngineError::WorkerGone("unexpected reply to extend".into())),
+        }
+    }
+
     fn add_cost(&mut self, c: &OpCost) {
         self.cost.prompt_tokens_computed += c.prompt_tokens_computed;
         self.cost.tokens_reused += c.tokens_reused;
@@ -332,12 +359,7 @@ impl Ctx {
             node,
             tokens: vec![info],
         });
-        let Reply::Logits(mut rows) = self.request(Op::Decode {
-            steps: vec![(seq, first)],
-        })?
-        else {
-            return Err(EngineError::WorkerGone("unexpected reply to decode".into()));
-        };
+        let mut rows = self.decode_steps(vec![(seq, first)])?;
         self.cost.generated_tokens += 1;
         Ok(Branch {
             seq,
@@ -361,10 +383,7 @@ impl Ctx {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let Reply::Seqs(seqs) = self.request(Op::Fork { seq: from.seq, n })? else {
-            return Err(EngineError::WorkerGone("unexpected reply to fork".into()));
-        };
-        self.live.extend(&seqs);
+        let seqs = self.fork_seqs(from.seq, n)?;
         let mut out = Vec::with_capacity(n);
         for (i, seq) in seqs.into_iter().enumerate() {
             let node = self.add_node(Some(from.node), NodeKind::Generated, &label(i), "", None);
@@ -405,9 +424,7 @@ impl Ctx {
             });
             steps.push((k.seq, t));
         }
-        let Reply::Logits(rows) = self.request(Op::Decode { steps })? else {
-            return Err(EngineError::WorkerGone("unexpected reply to decode".into()));
-        };
+        let rows = self.decode_steps(steps)?;
         for (k, logits) in kids.iter_mut().zip(rows) {
             k.logits = logits;
             k.len += 1;
@@ -479,9 +496,7 @@ impl Ctx {
             if steps.is_empty() {
                 break;
             }
-            let Reply::Logits(rows) = self.request(Op::Decode { steps })? else {
-                return Err(EngineError::WorkerGone("unexpected reply to decode".into()));
-            };
+            let rows = self.decode_steps(steps)?;
             for (i, logits) in stepping.into_iter().zip(rows) {
                 branches[i].logits = logits;
                 branches[i].len += 1;
@@ -495,15 +510,13 @@ impl Ctx {
     /// The new node's tokens carry the model's log-probabilities for the inserted text.
     pub fn force(&mut self, from: &Branch, text: &str, label: &str) -> Result<Branch> {
         let ids = self.model.tokenizer.encode(text)?;
-        let Reply::Seqs(seqs) = self.request(Op::Fork {
-            seq: from.seq,
-            n: 1,
-        })?
-        else {
-            return Err(EngineError::WorkerGone("unexpected reply to fork".into()));
-        };
-        let seq = seqs[0];
-        self.live.push(seq);
+        let seq = self
+            .fork_seqs(from.seq, 1)?
+            .first()
+            .copied()
+            .ok_or_else(|| {
+                EngineError::WorkerGone("a fork of one sequence returned none".into())
+            })?;
         let node = self.add_node(Some(from.node), NodeKind::Forced, label, "", None);
         let mut branch = Branch {
             seq,
@@ -516,13 +529,7 @@ impl Ctx {
         if ids.is_empty() {
             return Ok(branch);
         }
-        let Reply::Logits(rows) = self.request(Op::Extend {
-            seq,
-            tokens: ids.clone(),
-        })?
-        else {
-            return Err(EngineError::WorkerGone("unexpected reply to extend".into()));
-        };
+        let rows = self.extend_seq(seq, ids.clone())?;
         let mut tokens = Vec::with_capacity(ids.len());
         let mut before = &from.logits;
         for (k, &id) in ids.iter().enumerate() {
