@@ -63,7 +63,7 @@ impl Isa {
 pub fn detect() -> Isa {
     let best = available().last().copied().unwrap_or(Isa::Scalar);
     match std::env::var("THINKSCOPE_ISA").as_deref() {
-        Err(_) => best,
+        Err(_) | Ok("") => best,
         Ok("scalar") => Isa::Scalar,
         Ok("avx2") if available().contains(&Isa::Avx2) => Isa::Avx2,
         Ok(other) => {
