@@ -578,3 +578,64 @@ fn bad_parameters_are_rejected() {
         .expect("send");
     assert_eq!(collect(&worker, 2).outcome, RunOutcome::Completed);
 }
+
+/// `RunFinished` is only sent once the worker can branch from the run: a branch requested the
+/// moment it arrives always starts (it used to race the worker's own bookkeeping).
+#[test]
+fn branching_right_after_run_finished_always_finds_the_run() {
+    let (_d, model) = model();
+    let worker =
+        Worker::spawn(model.clone(), WorkerOptions::default(), Arc::new(|| {})).expect("worker");
+    for run in 1..=20u64 {
+        let c = config(
+            "best-of-n",
+            Knobs {
+                samples: Some(2),
+                ..Knobs::default()
+            },
+        );
+        worker
+            .send(Command::Run {
+                run,
+                config: Box::new(c),
+            })
+            .expect("send");
+        let first = collect(&worker, run);
+        let node = first
+            .tree
+            .nodes
+            .iter()
+            .find(|n| n.kind == NodeKind::Generated && n.tokens.len() >= 2)
+            .expect("an answer with two tokens");
+        let alt = node.tokens[1].top[1].id;
+        worker
+            .send(Command::BranchFrom {
+                run,
+                node: node.id,
+                index: 1,
+                token: alt,
+            })
+            .expect("branch");
+        loop {
+            let e = worker
+                .events()
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the branch runs and finishes");
+            match e {
+                Event::Error {
+                    run: Some(r),
+                    message,
+                } if r == run => {
+                    panic!("run {run}: {message}")
+                }
+                Event::RunFinished {
+                    run: r, outcome, ..
+                } if r == run => {
+                    assert_eq!(outcome, RunOutcome::Completed);
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 
 use crate::engine::core::{Engine, SeqId};
-use crate::engine::cost::{flops_for, EnergyMeter};
+use crate::engine::cost::{flops_for, CostSnapshot, EnergyMeter};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::events::{Command, Event, RunId, RunOutcome};
 use crate::engine::model::Model;
@@ -76,8 +76,12 @@ pub(crate) struct Request {
 }
 
 enum Internal {
+    /// A run's thread is done. The worker records the run (so it can be branched from) and only
+    /// then tells viewers it finished: a `BranchFrom` sent on seeing `RunFinished` always finds it.
     Finished {
         run: RunId,
+        outcome: RunOutcome,
+        cost: CostSnapshot,
         tree: Tree,
         prompt_ids: Vec<u32>,
         config: RunConfig,
@@ -418,9 +422,10 @@ impl WorkerLoop {
                 };
                 let seqs = ctx.live_sequences();
                 let (tree, prompt_ids, cost) = ctx.finish_run();
-                sink.send(Event::RunFinished { run, outcome, cost });
                 let _ = int_tx.send(Internal::Finished {
                     run,
+                    outcome,
+                    cost,
                     tree,
                     prompt_ids,
                     config,
@@ -467,6 +472,8 @@ impl WorkerLoop {
         match msg {
             Internal::Finished {
                 run,
+                outcome,
+                cost,
                 tree,
                 prompt_ids,
                 config,
@@ -489,6 +496,7 @@ impl WorkerLoop {
                 );
                 self.finished_order.retain(|r| *r != run);
                 self.finished_order.push(run);
+                self.sink.send(Event::RunFinished { run, outcome, cost });
             }
         }
     }
@@ -679,6 +687,10 @@ impl WorkerLoop {
                 std::thread::sleep(Duration::from_millis(1));
             }
             let _ = t.join();
+        }
+        // Their last word: each run's `RunFinished`.
+        while let Ok(m) = self.int_rx.try_recv() {
+            self.internal(m);
         }
     }
 }
