@@ -7,12 +7,12 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use eframe::egui::{Pos2, Rect, Vec2};
-use thinkscope::engine::events::Event;
-use thinkscope::engine::model::sampling::{Rng, TokenInfo};
-use thinkscope::engine::tree::{NodeKind, Tree};
 use thinkscope::ui::state::ColorBy;
 use thinkscope::ui::tree_view::draw::node_visuals;
 use thinkscope::ui::tree_view::layout::layout;
+use thinkscope_engine::events::Event;
+use thinkscope_engine::model::sampling::{Rng, TokenInfo};
+use thinkscope_engine::tree::{NodeKind, Tree};
 
 /// A random tree of `n` nodes (each new node hangs under a random recent node, like a search).
 fn tree(n: usize) -> Tree {

@@ -1,8 +1,3 @@
-//! thinkscope: watch a language model think.
-//!
-//! The [`engine`] runs GGUF models on candle with forkable, batched sequences; the binaries drive
-//! it from a desktop app and a command line.
+//! thinkscope: the desktop app. The engine it drives is the `thinkscope-engine` crate.
 
-pub mod engine;
-pub mod lab;
 pub mod ui;

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use eframe::egui;
-use thinkscope::engine::fetch;
 use thinkscope::ui::state::Settings;
 use thinkscope::ui::{AppOptions, ThinkscopeApp};
+use thinkscope_engine::fetch;
 
 #[derive(Parser)]
 #[command(name = "thinkscope", version, about = "Watch a language model think")]

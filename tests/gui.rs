@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use eframe::egui::Role;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
-use thinkscope::engine::cost::CostSnapshot;
-use thinkscope::engine::tiny::{write_tiny_model, TinySpec};
 use thinkscope::ui::app::PaneStatus;
 use thinkscope::ui::{AppOptions, ThinkscopeApp};
+use thinkscope_engine::cost::CostSnapshot;
+use thinkscope_engine::tiny::{write_tiny_model, TinySpec};
 
 fn harness(dir: &Path) -> Harness<'static, ThinkscopeApp> {
     let model = dir.join("tiny.gguf");
@@ -107,7 +107,7 @@ fn type_slide_run_stop_and_compare() {
     wait_for(&mut h, "the stop", |a| !a.busy());
     assert_eq!(
         h.state().panes[0].status,
-        PaneStatus::Done(thinkscope::engine::events::RunOutcome::Cancelled)
+        PaneStatus::Done(thinkscope_engine::events::RunOutcome::Cancelled)
     );
     assert!(h.state().panes[0].tree.nodes.len() >= before);
     assert!(
@@ -210,9 +210,9 @@ fn bad_model_file_is_reported_and_the_app_keeps_running() {
 
 /// A tree built from events by hand, so the pictures depend on nothing numerical.
 fn synthetic_session(app: &ThinkscopeApp) -> thinkscope::ui::state::SessionFile {
-    use thinkscope::engine::events::Event;
-    use thinkscope::engine::model::sampling::{Alternative, TokenInfo};
-    use thinkscope::engine::tree::{NodeKind, Scores, Tree};
+    use thinkscope_engine::events::Event;
+    use thinkscope_engine::model::sampling::{Alternative, TokenInfo};
+    use thinkscope_engine::tree::{NodeKind, Scores, Tree};
     let tok = |text: &str, logprob: f32| TokenInfo {
         id: 1,
         text: text.into(),

@@ -7,14 +7,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use eframe::egui::{self, Color32, ColorImage, RichText, Ui};
 
-use crate::engine::cost::CostSnapshot;
-use crate::engine::device::{self, DevicePref};
-use crate::engine::events::{Command, Event, RunId, RunOutcome};
-use crate::engine::fetch::{self, FetchProgress};
-use crate::engine::strategy::{registry, RunConfig, StrategyInfo};
-use crate::engine::tree::{NodeId, Tree};
-use crate::engine::worker::{Worker, WorkerOptions};
-use crate::engine::Model;
 use crate::ui::inspector::{inspector_ui, BranchRequest};
 use crate::ui::lab_view::{export_csv, lab_controls_ui, lab_plot_ui, LabState};
 use crate::ui::meters::{meters_ui, SpeedHistory};
@@ -22,6 +14,14 @@ use crate::ui::state::{
     ColorBy, PaneSettings, PaneSnapshot, SessionFile, Settings, View, SESSION_VERSION,
 };
 use crate::ui::tree_view::TreeView;
+use thinkscope_engine::cost::CostSnapshot;
+use thinkscope_engine::device::{self, DevicePref};
+use thinkscope_engine::events::{Command, Event, RunId, RunOutcome};
+use thinkscope_engine::fetch::{self, FetchProgress};
+use thinkscope_engine::strategy::{registry, RunConfig, StrategyInfo};
+use thinkscope_engine::tree::{NodeId, Tree};
+use thinkscope_engine::worker::{Worker, WorkerOptions};
+use thinkscope_engine::Model;
 
 /// How the app starts.
 #[derive(Clone, Debug, Default)]

@@ -3,8 +3,8 @@
 
 use eframe::egui::{self, RichText, ScrollArea, Ui};
 
-use crate::engine::tree::{NodeId, NodeKind, Tree};
 use crate::ui::theme;
+use thinkscope_engine::tree::{NodeId, NodeKind, Tree};
 
 /// A branch the user asked for: at token `index` of `node`, take `token`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,13 +9,13 @@ use eframe::egui::{self, Color32, RichText, Ui};
 use egui_plot::{HLine, HoverPosition, Legend, Line, LineStyle, Plot, PlotPoints, Points};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Model;
-use crate::lab::sweep::run_sweep;
-use crate::lab::{
+use crate::ui::theme;
+use thinkscope_engine::lab::sweep::run_sweep;
+use thinkscope_engine::lab::{
     summarize, write_csv, GeneratorKind, GeneratorSpec, ProblemSet, SweepConfig, SweepPoint,
     SweepProgress,
 };
-use crate::ui::theme;
+use thinkscope_engine::Model;
 
 /// Which compute measure the x-axis shows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use eframe::egui::{self, Color32, CornerRadius, Pos2, Sense, Stroke, Ui, Vec2};
 
-use crate::engine::cost::CostSnapshot;
+use thinkscope_engine::cost::CostSnapshot;
 
 /// Recent generation speed, for the sparkline.
 #[derive(Default, Clone)]

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::cost::CostSnapshot;
-use crate::engine::strategy::{Knobs, RunConfig, Strategy};
-use crate::engine::tree::Tree;
+use thinkscope_engine::cost::CostSnapshot;
+use thinkscope_engine::strategy::{Knobs, RunConfig, Strategy};
+use thinkscope_engine::tree::Tree;
 
 /// How nodes are coloured.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,7 +90,7 @@ impl PaneSettings {
     }
 
     /// The run configuration these settings describe.
-    pub fn run_config(&self, prompt: &str) -> crate::engine::Result<RunConfig> {
+    pub fn run_config(&self, prompt: &str) -> thinkscope_engine::Result<RunConfig> {
         let knobs = Knobs {
             samples: Some(self.samples),
             depth: Some(self.depth),

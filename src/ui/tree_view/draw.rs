@@ -8,10 +8,10 @@ use eframe::egui::{
 };
 
 use super::layout::{layout, TreeLayout, NODE_SIZE};
-use crate::engine::answer::normalize;
-use crate::engine::tree::{Node, NodeId, NodeKind, NodeStatus, Tree};
 use crate::ui::state::ColorBy;
 use crate::ui::theme;
+use thinkscope_engine::answer::normalize;
+use thinkscope_engine::tree::{Node, NodeId, NodeKind, NodeStatus, Tree};
 
 /// Pan, zoom and collapse state of one canvas.
 pub struct TreeView {

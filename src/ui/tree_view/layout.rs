@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use crate::engine::tree::{NodeId, Tree};
+use thinkscope_engine::tree::{NodeId, Tree};
 
 /// Horizontal distance between leaf slots, in world units.
 pub const SLOT_WIDTH: f32 = 170.0;
@@ -94,8 +94,8 @@ pub fn layout(tree: &Tree, collapsed: &HashSet<NodeId>) -> TreeLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::events::Event;
-    use crate::engine::tree::NodeKind;
+    use thinkscope_engine::events::Event;
+    use thinkscope_engine::tree::NodeKind;
 
     fn tree(parents: &[Option<usize>]) -> Tree {
         let mut t = Tree::default();

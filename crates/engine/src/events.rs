@@ -1,0 +1,178 @@
+//! Commands to the engine worker and events from it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cost::CostSnapshot;
+use crate::model::sampling::TokenInfo;
+use crate::strategy::RunConfig;
+use crate::tree::{NodeId, NodeKind, Scores};
+
+/// Identifies a run (one strategy on one prompt).
+pub type RunId = u64;
+
+/// What the UI asks of the worker.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Start a run.
+    Run {
+        /// Id chosen by the caller.
+        run: RunId,
+        /// What to run.
+        config: Box<RunConfig>,
+    },
+    /// Hold a run after its current forward pass.
+    Pause(RunId),
+    /// Let a paused run go on.
+    Resume(RunId),
+    /// Let a paused run do one more forward pass.
+    Step(RunId),
+    /// Stop a run; takes effect within one forward pass.
+    Cancel(RunId),
+    /// Continue a finished run with a branch made by hand: at token `index` of `node`, take
+    /// `token` instead, and let the model go on from there. The new node joins the same tree.
+    BranchFrom {
+        /// The finished run.
+        run: RunId,
+        /// Node holding the token.
+        node: NodeId,
+        /// Token index inside the node (the alternative replaces this token).
+        index: usize,
+        /// The alternative token.
+        token: u32,
+    },
+    /// Drop a run's cached sequences.
+    Forget(RunId),
+    /// End the worker thread.
+    Shutdown,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    /// The strategy finished.
+    Completed,
+    /// The user cancelled it.
+    Cancelled,
+    /// It failed; an `Error` event says why.
+    Failed,
+}
+
+/// What the worker tells the UI.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A run began.
+    RunStarted {
+        /// The run.
+        run: RunId,
+        /// Strategy name.
+        strategy: String,
+    },
+    /// A node joined the tree.
+    NodeAdded {
+        /// The run.
+        run: RunId,
+        /// New node id (always the next index).
+        node: NodeId,
+        /// Its parent.
+        parent: Option<NodeId>,
+        /// What it holds.
+        kind: NodeKind,
+        /// Short label.
+        label: String,
+        /// Initial text (the prompt for the root).
+        text: String,
+        /// Set when the node branches inside its parent: how many parent tokens it keeps.
+        #[serde(default)]
+        fork_at: Option<usize>,
+    },
+    /// Tokens were generated (or inserted) in a node.
+    TokensAppended {
+        /// The run.
+        run: RunId,
+        /// The node.
+        node: NodeId,
+        /// The tokens.
+        tokens: Vec<TokenInfo>,
+    },
+    /// A node's scores changed.
+    NodeScored {
+        /// The run.
+        run: RunId,
+        /// The node.
+        node: NodeId,
+        /// All its scores.
+        scores: Scores,
+    },
+    /// A node stopped generating.
+    NodeFinished {
+        /// The run.
+        run: RunId,
+        /// The node.
+        node: NodeId,
+        /// The answer extracted from its path.
+        answer: Option<String>,
+    },
+    /// A node was abandoned.
+    NodePruned {
+        /// The run.
+        run: RunId,
+        /// The node.
+        node: NodeId,
+    },
+    /// The strategy picked its answer.
+    AnswerChosen {
+        /// The run.
+        run: RunId,
+        /// The node whose path gives the answer.
+        node: Option<NodeId>,
+        /// The answer.
+        answer: Option<String>,
+        /// Vote tally, when the strategy votes.
+        tally: BTreeMap<String, u32>,
+    },
+    /// Running cost figures.
+    Cost {
+        /// The run.
+        run: RunId,
+        /// The figures.
+        cost: CostSnapshot,
+    },
+    /// The run is over.
+    RunFinished {
+        /// The run.
+        run: RunId,
+        /// How it ended.
+        outcome: RunOutcome,
+        /// Final cost.
+        cost: CostSnapshot,
+    },
+    /// Something failed.
+    Error {
+        /// The run, if the error belongs to one.
+        run: Option<RunId>,
+        /// What went wrong, for the user.
+        message: String,
+    },
+}
+
+impl Event {
+    /// The run an event belongs to.
+    pub fn run(&self) -> Option<RunId> {
+        match self {
+            Event::RunStarted { run, .. }
+            | Event::NodeAdded { run, .. }
+            | Event::TokensAppended { run, .. }
+            | Event::NodeScored { run, .. }
+            | Event::NodeFinished { run, .. }
+            | Event::NodePruned { run, .. }
+            | Event::AnswerChosen { run, .. }
+            | Event::Cost { run, .. }
+            | Event::RunFinished { run, .. } => Some(*run),
+            Event::Error { run, .. } => *run,
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! thinkscope's engine: models, forkable batched sequences, strategies, the reasoning tree, cost
+//! meters and the scaling lab. No GUI crate is a dependency of this one (CI checks the resolved
+//! dependency tree), so the app, the CLI, the tests and the benchmarks all drive the same code.
+
+pub mod answer;
+pub mod cost;
+pub mod device;
+pub mod error;
+pub mod events;
+pub mod fetch;
+pub mod generate;
+pub mod kv;
+pub mod lab;
+pub mod model;
+pub mod quantize;
+pub mod sequences;
+pub mod strategy;
+pub mod tiny;
+pub mod tree;
+pub mod worker;
+
+/// The project's own quantized matmul kernels (their own crate, re-exported).
+pub use thinkscope_kernels as kernels;
+
+pub use self::error::{EngineError, Result};
+pub use self::model::sampling::{SamplingParams, TokenInfo};
+pub use self::model::Model;
+pub use self::sequences::{Counters, Engine, SeqId};

@@ -1,0 +1,365 @@
+//! Tokenizers built from GGUF metadata with the `tokenizers` crate.
+//!
+//! Two vocabulary kinds are supported: byte-level BPE (`tokenizer.ggml.model = "gpt2"`, with the
+//! pre-tokenizer chosen by `tokenizer.ggml.pre`) and SentencePiece BPE (`"llama"`, merges derived
+//! from the piece scores, byte fallback). Control and user-defined tokens are added as special
+//! tokens, so chat markup such as `<|im_start|>` is parsed as one token, as llama.cpp does.
+
+use std::collections::{HashMap, HashSet};
+
+use tokenizers::decoders::byte_fallback::ByteFallback;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
+use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::{Prepend, Replace};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
+    Tokenizer as HfTokenizer,
+};
+
+use super::gguf::GgufFile;
+use crate::error::{EngineError, Result};
+
+/// GGUF token types (llama.cpp `llama_token_type`).
+const TOKEN_TYPE_CONTROL: i64 = 3;
+const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+
+/// Pre-tokenizer regex of Llama 3 style vocabularies.
+const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Pre-tokenizer regex of Qwen 2 vocabularies (digits one by one).
+const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// A tokenizer plus the special ids the engine needs.
+pub struct Tokenizer {
+    inner: HfTokenizer,
+    /// Token strings as stored in the vocabulary, indexed by id.
+    pieces: Vec<String>,
+    /// Token ids that end generation (eos, end-of-turn, ...).
+    pub stop_ids: Vec<u32>,
+    /// Beginning-of-sequence id, if the model has one.
+    pub bos_id: Option<u32>,
+    /// End-of-sequence id.
+    pub eos_id: Option<u32>,
+    /// Whether llama.cpp would add BOS in front of a prompt.
+    pub add_bos: bool,
+    special: HashSet<u32>,
+}
+
+impl Tokenizer {
+    /// Build the tokenizer described by the file's `tokenizer.ggml.*` metadata.
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+        let kind = gguf.string("tokenizer.ggml.model")?;
+        let tokens = gguf.strings("tokenizer.ggml.tokens")?;
+        let n = tokens.len();
+        let types = gguf
+            .ints_opt("tokenizer.ggml.token_type")?
+            .unwrap_or_else(|| vec![1; n]);
+        if types.len() != n {
+            return Err(EngineError::InvalidMetadata(format!(
+                "tokenizer.ggml.token_type has {} entries for {n} tokens",
+                types.len()
+            )));
+        }
+        let id_key = |key: &str| -> Result<Option<u32>> {
+            match gguf.usize_opt(key)? {
+                Some(id) if id < n => Ok(Some(id as u32)),
+                Some(id) => Err(EngineError::InvalidMetadata(format!(
+                    "{key} = {id} is outside the vocabulary of {n} tokens"
+                ))),
+                None => Ok(None),
+            }
+        };
+        let bos_id = id_key("tokenizer.ggml.bos_token_id")?;
+        let eos_id = id_key("tokenizer.ggml.eos_token_id")?;
+        let eot_id = id_key("tokenizer.ggml.eot_token_id")?;
+        let add_space_prefix = gguf
+            .bool_opt("tokenizer.ggml.add_space_prefix")?
+            .unwrap_or(kind == "llama");
+
+        let mut inner = match kind.as_str() {
+            "gpt2" => {
+                let merges = gguf.strings("tokenizer.ggml.merges")?;
+                let pre = gguf
+                    .get_opt("tokenizer.ggml.pre")
+                    .and_then(|_| gguf.string("tokenizer.ggml.pre").ok())
+                    .unwrap_or_else(|| "default".into());
+                byte_level_bpe(&tokens, &merges, &pre)?
+            }
+            "llama" => {
+                let scores = gguf.f32s_opt("tokenizer.ggml.scores")?.ok_or_else(|| {
+                    EngineError::InvalidMetadata("missing tokenizer.ggml.scores".into())
+                })?;
+                if scores.len() != n {
+                    return Err(EngineError::InvalidMetadata(format!(
+                        "tokenizer.ggml.scores has {} entries for {n} tokens",
+                        scores.len()
+                    )));
+                }
+                sentencepiece_bpe(&tokens, &scores, &types, add_space_prefix)?
+            }
+            other => {
+                return Err(EngineError::Tokenizer(format!(
+                    "unsupported tokenizer model '{other}' (supported: gpt2, llama)"
+                )))
+            }
+        };
+
+        let mut special = HashSet::new();
+        let mut added = Vec::new();
+        for (id, (piece, &ty)) in tokens.iter().zip(&types).enumerate() {
+            if ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_USER_DEFINED {
+                special.insert(id as u32);
+                if !piece.is_empty() {
+                    added.push(AddedToken::from(piece.clone(), true));
+                }
+            }
+        }
+        inner
+            .add_special_tokens(added)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        // The added vocabulary must map each special piece to its own id.
+        for &id in &special {
+            let piece = &tokens[id as usize];
+            if let Some(found) = inner.token_to_id(piece) {
+                if found != id && !piece.is_empty() {
+                    tracing::warn!("special token {piece:?} maps to {found}, not {id}");
+                }
+            }
+        }
+
+        let mut stop_ids: Vec<u32> = eos_id.into_iter().chain(eot_id).collect();
+        for name in ["<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>"] {
+            if let Some(pos) = tokens.iter().position(|t| t == name) {
+                stop_ids.push(pos as u32);
+            }
+        }
+        stop_ids.sort_unstable();
+        stop_ids.dedup();
+        let add_bos = gguf
+            .bool_opt("tokenizer.ggml.add_bos_token")?
+            .unwrap_or(kind == "llama")
+            && bos_id.is_some();
+
+        Ok(Self {
+            inner,
+            pieces: tokens,
+            stop_ids,
+            bos_id,
+            eos_id,
+            add_bos,
+            special,
+        })
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.pieces.len()
+    }
+
+    /// Token ids for `text`; special-token markup is parsed, no BOS is added.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Like [`Self::encode`], with BOS in front when the model expects one.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        if self.add_bos {
+            ids.extend(self.bos_id);
+        }
+        ids.extend(self.encode(text)?);
+        Ok(ids)
+    }
+
+    /// Text for a run of tokens (special tokens included verbatim).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))
+    }
+
+    /// Text one token contributes, suitable for showing a token on its own.
+    pub fn token_text(&self, id: u32) -> String {
+        if self.special.contains(&id) {
+            return self.pieces.get(id as usize).cloned().unwrap_or_default();
+        }
+        self.inner.decode(&[id], false).unwrap_or_default()
+    }
+
+    /// Whether an id is a control or user-defined token.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.contains(&id)
+    }
+
+    /// The raw vocabulary piece of a token.
+    pub fn piece(&self, id: u32) -> Option<&str> {
+        self.pieces.get(id as usize).map(String::as_str)
+    }
+
+    /// Id of a vocabulary piece.
+    pub fn piece_id(&self, piece: &str) -> Option<u32> {
+        self.inner.token_to_id(piece)
+    }
+}
+
+/// Streams tokens to text without splitting multi-byte characters.
+///
+/// Only a short window of recent tokens is decoded per step (as candle's `TokenOutputStream`
+/// does), so streaming a long generation stays linear in its length.
+#[derive(Default)]
+pub struct TextStream {
+    ids: Vec<u32>,
+    /// Start of the window that is decoded for context.
+    prev: usize,
+    /// End of the text already emitted.
+    current: usize,
+}
+
+impl TextStream {
+    /// Push one token; returns the newly completed text, if any.
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let before = tok.decode(&self.ids[self.prev..self.current])?;
+        let text = tok.decode(&self.ids[self.prev..])?;
+        if text.len() <= before.len() || text.ends_with('\u{FFFD}') {
+            return Ok(String::new());
+        }
+        let new = text.get(before.len()..).unwrap_or_default().to_owned();
+        self.prev = self.current;
+        self.current = self.ids.len();
+        Ok(new)
+    }
+}
+
+fn vocab_map(tokens: &[String]) -> tokenizers::models::bpe::Vocab {
+    let mut vocab: HashMap<String, u32> = HashMap::with_capacity(tokens.len());
+    for (id, t) in tokens.iter().enumerate() {
+        // Duplicate pieces keep their first id, as llama.cpp does.
+        vocab.entry(t.clone()).or_insert(id as u32);
+    }
+    vocab.into_iter().collect()
+}
+
+fn byte_level_bpe(tokens: &[String], merges: &[String], pre: &str) -> Result<HfTokenizer> {
+    let vocab = vocab_map(tokens);
+    let mut pairs = Vec::with_capacity(merges.len());
+    for (i, m) in merges.iter().enumerate() {
+        let Some((a, b)) = m.split_once(' ') else {
+            return Err(EngineError::InvalidMetadata(format!(
+                "merge {i} ({m:?}) is not two tokens separated by a space"
+            )));
+        };
+        pairs.push((a.to_owned(), b.to_owned()));
+    }
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, pairs)
+        .ignore_merges(matches!(pre, "llama-bpe" | "llama3"))
+        .build()
+        .map_err(|e| EngineError::Tokenizer(format!("building BPE: {e}")))?;
+    let mut tok = HfTokenizer::new(bpe);
+
+    let split = |pattern: &str| -> Result<PreTokenizerWrapper> {
+        Ok(Split::new(
+            SplitPattern::Regex(pattern.to_owned()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| EngineError::Tokenizer(e.to_string()))?
+        .into())
+    };
+    let byte_level = ByteLevel::new(false, true, true);
+    let pre_tokenizer: PreTokenizerWrapper = match pre {
+        // SmolLM and StarCoder split every digit, then apply GPT-2's byte-level regex.
+        "smollm" | "starcoder" | "refact" => {
+            PreSequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
+        }
+        "llama-bpe" | "llama3" | "dbrx" | "smaug-bpe" => PreSequence::new(vec![
+            split(LLAMA3_PATTERN)?,
+            ByteLevel::new(false, true, false).into(),
+        ])
+        .into(),
+        "qwen2" | "deepseek-r1-qwen" => PreSequence::new(vec![
+            split(QWEN2_PATTERN)?,
+            ByteLevel::new(false, true, false).into(),
+        ])
+        .into(),
+        _ => byte_level.into(),
+    };
+    tok.with_pre_tokenizer(Some(pre_tokenizer));
+    tok.with_decoder(Some(ByteLevelDecoder::default()));
+    Ok(tok)
+}
+
+/// SentencePiece BPE: merges are all splits of a piece into two pieces of the vocabulary, ranked
+/// by the merged piece's score (higher merges first), the way SentencePiece applies them.
+fn sentencepiece_bpe(
+    tokens: &[String],
+    scores: &[f32],
+    types: &[i64],
+    add_space_prefix: bool,
+) -> Result<HfTokenizer> {
+    let vocab = vocab_map(tokens);
+    let mut ranked: Vec<(f32, u32, u32, usize)> = Vec::new();
+    for (id, piece) in tokens.iter().enumerate() {
+        // Only normal pieces are produced by merging.
+        if types[id] != 1 || piece.chars().nth(1).is_none() {
+            continue;
+        }
+        for (split, _) in piece.char_indices().skip(1) {
+            let (a, b) = piece.split_at(split);
+            if let (Some(&ia), Some(&ib)) = (vocab.get(a), vocab.get(b)) {
+                ranked.push((scores[id], ia, ib, id));
+            }
+        }
+    }
+    ranked.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.3.cmp(&y.3)).then(x.1.cmp(&y.1)));
+    let merges = ranked
+        .into_iter()
+        .map(|(_, a, b, _)| (tokens[a as usize].clone(), tokens[b as usize].clone()))
+        .collect();
+    let unk = tokens
+        .iter()
+        .find(|t| t.as_str() == "<unk>")
+        .cloned()
+        .unwrap_or_else(|| "<unk>".into());
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(true)
+        .fuse_unk(true)
+        .unk_token(unk)
+        .build()
+        .map_err(|e| EngineError::Tokenizer(format!("building BPE: {e}")))?;
+    let mut tok = HfTokenizer::new(bpe);
+    let replace = Replace::new(" ", "▁").map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+    let normalizer: NormalizerWrapper = if add_space_prefix {
+        tokenizers::normalizers::Sequence::new(vec![
+            Prepend::new("▁".into()).into(),
+            replace.into(),
+        ])
+        .into()
+    } else {
+        replace.into()
+    };
+    tok.with_normalizer(Some(normalizer))
+        .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+    let replace_back = tokenizers::decoders::DecoderWrapper::Replace(
+        Replace::new("▁", " ").map_err(|e| EngineError::Tokenizer(e.to_string()))?,
+    );
+    let mut decoders: Vec<DecoderWrapper> =
+        vec![replace_back, ByteFallback::new().into(), Fuse::new().into()];
+    if add_space_prefix {
+        decoders.push(Strip::new(' ', 1, 0).into());
+    }
+    tok.with_decoder(Some(DecoderSequence::new(decoders)));
+    Ok(tok)
+}

@@ -1,0 +1,312 @@
+//! The reasoning tree: nodes are spans of generated tokens, children are branches.
+//!
+//! A tree is built only by applying [`Event`]s, in the strategy thread and in every viewer alike,
+//! so what the GUI, the CLI and the tests see is the same tree by construction.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::Event;
+use crate::model::sampling::TokenInfo;
+
+/// Index of a node in its tree.
+pub type NodeId = usize;
+
+/// Life cycle of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    /// Still generating.
+    Running,
+    /// Done generating.
+    Finished,
+    /// Abandoned by the strategy (low score, over budget, cancelled).
+    Pruned,
+    /// On the path of the chosen answer.
+    Chosen,
+}
+
+/// What a node holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeKind {
+    /// The prompt.
+    Prompt,
+    /// Generated reasoning or answer text.
+    Generated,
+    /// Text the strategy inserted (e.g. "Wait" in budget forcing, an answer cue).
+    Forced,
+    /// A verification or self-evaluation query and its reply.
+    Evaluation,
+    /// A branch made by hand.
+    Manual,
+}
+
+/// Scores a strategy attached to a node.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Scores {
+    /// Mean log-probability of the node's tokens (its path's, for leaves scored by path).
+    pub mean_logprob: Option<f32>,
+    /// Votes for this node's answer (self-consistency).
+    pub votes: Option<u32>,
+    /// Strategy value (verifier score, self-evaluation, MCTS mean value).
+    pub value: Option<f32>,
+    /// MCTS visit count.
+    pub visits: Option<u32>,
+}
+
+/// One node of the tree.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// Its index.
+    pub id: NodeId,
+    /// Parent, `None` for the root.
+    pub parent: Option<NodeId>,
+    /// Children in creation order.
+    pub children: Vec<NodeId>,
+    /// What it holds.
+    pub kind: NodeKind,
+    /// Short label (strategy role: "sample 3", "Wait", "step 2").
+    pub label: String,
+    /// For a branch made inside its parent's span: how many of the parent's tokens it keeps.
+    #[serde(default)]
+    pub fork_at: Option<usize>,
+    /// Text of the node (prompt text for the root).
+    pub text: String,
+    /// Tokens generated or inserted in this node.
+    pub tokens: Vec<TokenInfo>,
+    /// Life cycle.
+    pub status: NodeStatus,
+    /// Strategy scores.
+    pub scores: Scores,
+    /// Answer extracted from the path ending here, if any.
+    pub answer: Option<String>,
+}
+
+impl Node {
+    /// Mean log-probability of this node's own tokens.
+    pub fn own_mean_logprob(&self) -> Option<f32> {
+        (!self.tokens.is_empty())
+            .then(|| self.tokens.iter().map(|t| t.logprob).sum::<f32>() / self.tokens.len() as f32)
+    }
+
+    /// Mean entropy of this node's own tokens.
+    pub fn mean_entropy(&self) -> Option<f32> {
+        (!self.tokens.is_empty())
+            .then(|| self.tokens.iter().map(|t| t.entropy).sum::<f32>() / self.tokens.len() as f32)
+    }
+}
+
+/// A reasoning tree.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tree {
+    /// Nodes by id; the root is node 0.
+    pub nodes: Vec<Node>,
+    /// The chosen answer, once there is one.
+    pub chosen: Option<NodeId>,
+    /// The final answer text.
+    pub answer: Option<String>,
+    /// Answer tally (self-consistency and other voting strategies).
+    pub tally: BTreeMap<String, u32>,
+}
+
+impl Tree {
+    /// Apply one event. Events for other runs or unknown nodes are ignored.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::NodeAdded {
+                node,
+                parent,
+                kind,
+                label,
+                text,
+                fork_at,
+                ..
+            } => {
+                if *node != self.nodes.len() || parent.is_some_and(|p| p >= self.nodes.len()) {
+                    return;
+                }
+                if let Some(p) = parent {
+                    self.nodes[*p].children.push(*node);
+                }
+                self.nodes.push(Node {
+                    id: *node,
+                    parent: *parent,
+                    children: Vec::new(),
+                    kind: *kind,
+                    label: label.clone(),
+                    fork_at: *fork_at,
+                    text: text.clone(),
+                    tokens: Vec::new(),
+                    status: NodeStatus::Running,
+                    scores: Scores::default(),
+                    answer: None,
+                });
+            }
+            Event::TokensAppended { node, tokens, .. } => {
+                if let Some(n) = self.nodes.get_mut(*node) {
+                    for t in tokens {
+                        n.text.push_str(&t.text);
+                    }
+                    n.tokens.extend(tokens.iter().cloned());
+                }
+            }
+            Event::NodeScored { node, scores, .. } => {
+                if let Some(n) = self.nodes.get_mut(*node) {
+                    n.scores = scores.clone();
+                }
+            }
+            Event::NodeFinished { node, answer, .. } => {
+                if let Some(n) = self.nodes.get_mut(*node) {
+                    if n.status == NodeStatus::Running {
+                        n.status = NodeStatus::Finished;
+                    }
+                    n.answer = answer.clone();
+                }
+            }
+            Event::NodePruned { node, .. } => {
+                if let Some(n) = self.nodes.get_mut(*node) {
+                    n.status = NodeStatus::Pruned;
+                }
+            }
+            Event::AnswerChosen {
+                node,
+                answer,
+                tally,
+                ..
+            } => {
+                self.chosen = *node;
+                self.answer = answer.clone();
+                self.tally = tally.clone();
+                let mut cur = *node;
+                while let Some(id) = cur {
+                    let Some(n) = self.nodes.get_mut(id) else {
+                        break;
+                    };
+                    n.status = NodeStatus::Chosen;
+                    cur = n.parent;
+                }
+            }
+            Event::RunFinished { .. } => {
+                for n in &mut self.nodes {
+                    if n.status == NodeStatus::Running {
+                        n.status = NodeStatus::Finished;
+                    }
+                }
+            }
+            Event::RunStarted { .. } | Event::Cost { .. } | Event::Error { .. } => {}
+        }
+    }
+
+    /// The root, if the tree has one.
+    pub fn root(&self) -> Option<&Node> {
+        self.nodes.first()
+    }
+
+    /// Node ids from the root to `id`.
+    pub fn path(&self, id: NodeId) -> Vec<NodeId> {
+        let mut path = Vec::new();
+        let mut cur = Some(id);
+        while let Some(i) = cur {
+            let Some(n) = self.nodes.get(i) else { break };
+            path.push(i);
+            cur = n.parent;
+        }
+        path.reverse();
+        path
+    }
+
+    /// The path to `id` as (node, tokens of it that belong to the path): a child made with
+    /// `fork_at` keeps only that many of its parent's tokens.
+    pub fn path_spans(&self, id: NodeId) -> Vec<(NodeId, usize)> {
+        let path = self.path(id);
+        path.iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let n = &self.nodes[i];
+                let keep = path
+                    .get(k + 1)
+                    .and_then(|&c| self.nodes[c].fork_at)
+                    .unwrap_or(n.tokens.len())
+                    .min(n.tokens.len());
+                (i, keep)
+            })
+            .collect()
+    }
+
+    /// Generated text along the path to `id` (the prompt excluded).
+    pub fn path_text(&self, id: NodeId) -> String {
+        let mut out = String::new();
+        for (i, keep) in self.path_spans(id) {
+            let n = &self.nodes[i];
+            if n.kind == NodeKind::Prompt {
+                continue;
+            }
+            if keep == n.tokens.len() {
+                out.push_str(&n.text);
+            } else {
+                n.tokens[..keep].iter().for_each(|t| out.push_str(&t.text));
+            }
+        }
+        out
+    }
+
+    /// Tokens along the path to `id` (the prompt excluded).
+    pub fn path_tokens(&self, id: NodeId) -> Vec<&TokenInfo> {
+        self.path_spans(id)
+            .into_iter()
+            .flat_map(|(i, keep)| self.nodes[i].tokens[..keep].iter())
+            .collect()
+    }
+
+    /// Leaves of the tree.
+    pub fn leaves(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.children.is_empty())
+    }
+
+    /// Depth of a node (root = 0).
+    pub fn depth(&self, id: NodeId) -> usize {
+        self.path(id).len().saturating_sub(1)
+    }
+
+    /// Total tokens in all nodes.
+    pub fn token_count(&self) -> usize {
+        self.nodes.iter().map(|n| n.tokens.len()).sum()
+    }
+
+    /// The chosen path as a Markdown transcript.
+    pub fn transcript_markdown(&self) -> String {
+        let mut out = String::new();
+        if let Some(root) = self.root() {
+            out.push_str("## Prompt\n\n");
+            out.push_str(root.text.trim());
+            out.push_str("\n\n");
+        }
+        let Some(chosen) = self.chosen else {
+            out.push_str("_No answer was chosen._\n");
+            return out;
+        };
+        out.push_str("## Reasoning\n\n");
+        for (id, keep) in self.path_spans(chosen).into_iter().skip(1) {
+            let n = &self.nodes[id];
+            let text: String = n.tokens[..keep].iter().map(|t| t.text.as_str()).collect();
+            match n.kind {
+                NodeKind::Forced => out.push_str(&format!("**{}**", text.trim())),
+                NodeKind::Evaluation => {}
+                _ => out.push_str(&text),
+            }
+        }
+        out.push_str("\n\n## Answer\n\n");
+        out.push_str(self.answer.as_deref().unwrap_or("(none)"));
+        out.push('\n');
+        if !self.tally.is_empty() {
+            out.push_str("\n## Votes\n\n| answer | votes |\n|---|---|\n");
+            for (a, v) in &self.tally {
+                out.push_str(&format!("| {a} | {v} |\n"));
+            }
+        }
+        out
+    }
+}
