@@ -242,8 +242,14 @@ mod tests {
 
     #[test]
     fn ascii_case_insensitive_search() {
-        assert_eq!(rfind_ascii_case_insensitive("xAnSwEr:y", "answer:"), Some(1));
-        assert_eq!(rfind_ascii_case_insensitive("answer: answer:", "answer:"), Some(8));
+        assert_eq!(
+            rfind_ascii_case_insensitive("xAnSwEr:y", "answer:"),
+            Some(1)
+        );
+        assert_eq!(
+            rfind_ascii_case_insensitive("answer: answer:", "answer:"),
+            Some(8)
+        );
         assert_eq!(rfind_ascii_case_insensitive("İanswer", "answer"), Some(2));
         assert_eq!(rfind_ascii_case_insensitive("ans", "answer"), None);
         assert_eq!(rfind_ascii_case_insensitive("", ""), None);

@@ -44,10 +44,7 @@ impl AtomicFile {
             .into_owned();
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(
-            "{TEMP_PREFIX}{}-{n}-{name}",
-            std::process::id()
-        ));
+        let tmp = dir.join(format!("{TEMP_PREFIX}{}-{n}-{name}", std::process::id()));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -72,7 +69,10 @@ impl AtomicFile {
     /// Flush, fsync, rename over the destination and fsync the folder.
     pub fn commit(mut self) -> Result<()> {
         let Some(writer) = self.file.take() else {
-            return Err(EngineError::io(&self.dest, io::Error::other("already committed")));
+            return Err(EngineError::io(
+                &self.dest,
+                io::Error::other("already committed"),
+            ));
         };
         let tmp = self.tmp.clone();
         let file = writer
@@ -240,7 +240,10 @@ mod tests {
         write(&p, b"the previous version").expect("write");
         let err = write_with(&p, |w| {
             w.write_all(&[b'x'; 100_000])?;
-            Err(io::Error::new(io::ErrorKind::StorageFull, "no space left on device"))
+            Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "no space left on device",
+            ))
         })
         .expect_err("must fail");
         assert!(err.to_string().contains("no space left"), "{err}");

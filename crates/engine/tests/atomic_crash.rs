@@ -53,7 +53,12 @@ fn kill_9_during_a_save_leaves_the_old_file() {
     let path = dir.path().join("slow.json");
     atomic::write(&path, OLD).expect("old version");
     let mut child = Command::new(std::env::current_exe().expect("exe"))
-        .args(["child_slow_writer", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "child_slow_writer",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -86,7 +91,10 @@ fn kill_9_during_a_save_leaves_the_old_file() {
     #[cfg(target_os = "linux")]
     {
         atomic::remove_stale_temps(dir.path());
-        assert!(temps(dir.path()).is_empty(), "the dead writer's temp is swept");
+        assert!(
+            temps(dir.path()).is_empty(),
+            "the dead writer's temp is swept"
+        );
     }
 }
 
