@@ -351,15 +351,15 @@ impl ThinkscopeApp {
                     let result = serde_json::to_string_pretty(tree)
                         .map_err(anyhow::Error::from)
                         .and_then(|t| {
-                            std::fs::write(&p, t)
-                                .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))
+                            thinkscope_engine::atomic::write(&p, t.as_bytes())
+                                .map_err(anyhow::Error::from)
                         });
                     self.report(result, &p);
                 }
                 Job::ExportMarkdown(p) => {
                     let md = self.panes[self.focus].tree.transcript_markdown();
-                    let result = std::fs::write(&p, md)
-                        .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()));
+                    let result = thinkscope_engine::atomic::write(&p, md.as_bytes())
+                        .map_err(anyhow::Error::from);
                     self.report(result, &p);
                 }
                 Job::ExportPng(p) => {
@@ -1365,6 +1365,8 @@ fn save_png(
             );
         }
     }
-    buf.save(path)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+    let mut png = std::io::Cursor::new(Vec::new());
+    buf.write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| anyhow::anyhow!("encoding {}: {e}", path.display()))?;
+    thinkscope_engine::atomic::write(path, png.get_ref()).map_err(anyhow::Error::from)
 }

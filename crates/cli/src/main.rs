@@ -772,7 +772,7 @@ fn run_strategy(
                 "tok_per_sec": cost.tok_per_sec,
             },
         });
-        std::fs::write(path, serde_json::to_string_pretty(&out)?)
+        thinkscope_engine::atomic::write(path, serde_json::to_string_pretty(&out)?.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
