@@ -231,9 +231,11 @@ impl Tree {
                 return bad(format!("node {i} has id {}", node.id));
             }
             match node.parent {
-                Some(p) if p >= i => return bad(format!(
+                Some(p) if p >= i => {
+                    return bad(format!(
                     "node {i}'s parent {p} is not an earlier node (a cycle or an id out of range)"
-                )),
+                ))
+                }
                 Some(p) => {
                     child_count += 1;
                     if let Some(k) = node.fork_at {
