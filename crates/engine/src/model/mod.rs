@@ -6,6 +6,7 @@ pub mod config;
 mod cpu;
 pub mod gguf;
 pub mod math;
+pub mod rope;
 pub mod sampling;
 pub mod template;
 pub mod tokenizer;
@@ -71,7 +72,7 @@ impl Model {
     ) -> Result<Self> {
         let _span = tracing::info_span!("load_model", path = %path.display()).entered();
         let mut gguf = GgufFile::open(path)?;
-        let config = ModelConfig::from_gguf(&gguf)?;
+        let config = ModelConfig::load(&mut gguf)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
         let backend = backend(&mut gguf, &config)?;
 
