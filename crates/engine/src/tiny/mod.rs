@@ -135,6 +135,8 @@ pub struct TinySpec {
     pub rope: TinyRope,
     /// `rope.freq_base`.
     pub rope_base: f32,
+    /// `rope.freq_base_swa` (sliding-window layers), when written.
+    pub rope_base_swa: Option<f32>,
     /// Type of the weight matrices (norms, biases and factors are always f32).
     pub weights: GgmlDType,
 }
@@ -152,6 +154,7 @@ impl TinySpec {
             chat: TinyChat::ChatMl,
             rope: TinyRope::Plain,
             rope_base: 10_000.0,
+            rope_base_swa: None,
             weights: GgmlDType::Q8_0,
         }
     }
@@ -190,6 +193,7 @@ pub fn oracle_specs() -> Vec<(&'static str, TinySpec)> {
         chat,
         rope: TinyRope::Plain,
         rope_base: 10_000.0,
+        rope_base_swa: None,
         // f32 weights: llama.cpp and thinkscope then both multiply in f32 (no 8-bit activations
         // to round differently), which leaves the f16 KV cache as the main difference.
         weights: GgmlDType::F32,
@@ -269,6 +273,7 @@ pub fn oracle_specs() -> Vec<(&'static str, TinySpec)> {
                 n_layer: 4,
                 rope: TinyRope::Linear { factor: 8.0 },
                 rope_base: 1_000_000.0,
+                rope_base_swa: Some(20_000.0),
                 ..base(
                     Arch::Gemma3,
                     108,
@@ -531,6 +536,9 @@ pub fn write_tiny_model(path: &Path, spec: &TinySpec) -> Result<()> {
         ),
         (format!("{a}.rope.freq_base"), Value::F32(spec.rope_base)),
     ];
+    if let Some(b) = spec.rope_base_swa {
+        meta.push((format!("{a}.rope.freq_base_swa"), Value::F32(b)));
+    }
     if s.rope_dim != s.head_dim {
         meta.push((format!("{a}.rope.dimension_count"), u32v(s.rope_dim)));
     }

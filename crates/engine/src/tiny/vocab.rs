@@ -36,6 +36,10 @@ pub const CORPUS: &[&str] = &[
     "First, the total is 1234567 and then 89. Second, we check: 1000 + 234 = 1234.",
     "The quick brown fox jumps over the lazy dog. The dog sleeps; the fox runs away.",
     "    indented line\n\tand a tab\n\nparagraph two, with    extra   spaces.",
+    // Repeated so that merges form across the places where the families' regexes differ:
+    // case changes inside a word, contractions, slashes, digit runs, newline runs.
+    "HelloWorld HelloWorld, it's it's IT'S IT'S, don't don't, we'll we'll, a/b/ a/b/\n\n\n",
+    "HelloWorld and it's and don't and we'll: 12345 12345 123 123 1,000 1,000\n\n\n  \n  \n",
 ];
 
 /// Extra whole words put in the byte-level vocabularies without the merges that would build
