@@ -13,7 +13,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use thinkscope_engine::generate::{build_chat, PromptFormat};
+use thinkscope_engine::generate::{build_chat_with, PromptFormat};
 use thinkscope_engine::model::template::Message;
 use thinkscope_engine::tiny::{
     oracle_spec, oracle_specs, rewrite_gguf, write_tiny_model, TinyVocab,
@@ -30,6 +30,8 @@ struct OracleModel {
     sha256: String,
     prompt: String,
     ids: Vec<u32>,
+    prompt_no_think: String,
+    ids_no_think: Vec<u32>,
     logits: BTreeMap<String, Vec<f32>>,
     tokenize: Vec<Tokenized>,
 }
@@ -251,17 +253,18 @@ fn chat_prompts_and_stress_texts_tokenize_as_in_llama_cpp() {
     let mut failures = Vec::new();
     for (name, want) in &oracle.models {
         let model = load(name, want, dir.path());
-        let ids = build_chat(
-            &model,
-            &[Message::new("user", QUESTION)],
-            PromptFormat::Auto,
-        )
-        .expect("build chat");
-        if ids != want.ids {
-            failures.push(format!(
-                "{name}: chat prompt {:?}\n  ours  {ids:?}\n  llama {:?}",
-                want.prompt, want.ids
-            ));
+        let question = [Message::new("user", QUESTION)];
+        for (thinking, prompt, want_ids) in [
+            (None, &want.prompt, &want.ids),
+            (Some(false), &want.prompt_no_think, &want.ids_no_think),
+        ] {
+            let ids = build_chat_with(&model, &question, PromptFormat::Auto, thinking)
+                .expect("build chat");
+            if &ids != want_ids {
+                failures.push(format!(
+                    "{name}: chat prompt {prompt:?}\n  ours  {ids:?}\n  llama {want_ids:?}"
+                ));
+            }
         }
         for t in &want.tokenize {
             let ours = model.tokenizer.encode(&t.text).expect("encode");

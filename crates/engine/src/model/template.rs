@@ -54,16 +54,32 @@ impl ChatTemplate {
 
     /// Render a conversation, ending with the assistant's turn opened.
     pub fn render(&self, messages: &[Message]) -> Result<String> {
+        self.render_with(messages, None)
+    }
+
+    /// Render a conversation with thinking switched on or off: `enable_thinking` is passed to
+    /// the template as Qwen3's and SmolLM3's templates expect it (`None`: left undefined, the
+    /// template's own default). Templates without the switch ignore it.
+    pub fn render_with(
+        &self,
+        messages: &[Message],
+        enable_thinking: Option<bool>,
+    ) -> Result<String> {
         let tmpl = self
             .env
             .get_template("chat")
             .map_err(|e| EngineError::Template(format!("{e:#}")))?;
-        tmpl.render(context! {
+        let base = context! {
             messages => messages,
             add_generation_prompt => true,
             bos_token => self.bos,
             eos_token => self.eos,
-        })
-        .map_err(|e| EngineError::Template(format!("{e:#}")))
+        };
+        let ctx = match enable_thinking {
+            Some(on) => context! { enable_thinking => on, ..base },
+            None => base,
+        };
+        tmpl.render(ctx)
+            .map_err(|e| EngineError::Template(format!("{e:#}")))
     }
 }

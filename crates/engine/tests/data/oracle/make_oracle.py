@@ -11,6 +11,9 @@ records, per model:
 - `prompt`/`ids`: a fixed conversation rendered with the file's chat template (jinja2, as
   llama.cpp's server would with `--jinja`), tokenized by llama.cpp with its BOS policy and
   special tokens parsed (no BOS added when the template wrote it).
+- `prompt_no_think`/`ids_no_think`: the same with `enable_thinking=False` passed to the
+  template (as llama.cpp's server passes `chat_template_kwargs`); templates without the switch
+  ignore it.
 - `logits`: the logits after a few prompt positions (the first, one past Gemma's sliding window,
   the middle, the last), rounded to 1e-4.
 - `tokenize`: llama.cpp's ids for the default model's stress texts
@@ -54,10 +57,10 @@ EXTRA_TEXTS = [
 ]
 
 
-def render(template: str, bos: str, eos: str) -> str:
+def render(template: str, bos: str, eos: str, **kwargs) -> str:
     env = jinja2.Environment(loader=jinja2.BaseLoader(), trim_blocks=False, lstrip_blocks=False)
     return env.from_string(template).render(
-        messages=MESSAGES, add_generation_prompt=True, bos_token=bos, eos_token=eos
+        messages=MESSAGES, add_generation_prompt=True, bos_token=bos, eos_token=eos, **kwargs
     )
 
 
@@ -100,11 +103,14 @@ def main() -> None:
                 yarn_attn_factor=-1.0, yarn_beta_fast=-1.0, yarn_beta_slow=-1.0,
             )
             bos = piece(m, m.token_bos())
+
+            def tokenize_prompt(p: str) -> list[int]:
+                # As llama.cpp's chat code does: a template that writes BOS gets no second one.
+                return m.tokenize(p.encode(), add_bos=not (bos and p.startswith(bos)), special=True)
+
             prompt = render(template, bos, piece(m, m.token_eos()))
-            # As llama.cpp's chat code does: a template that writes BOS itself gets no second one.
-            ids = m.tokenize(
-                prompt.encode(), add_bos=not (bos and prompt.startswith(bos)), special=True
-            )
+            ids = tokenize_prompt(prompt)
+            no_think = render(template, bos, piece(m, m.token_eos()), enable_thinking=False)
             m.eval(ids)
             n = len(ids)
             positions = sorted({0, min(9, n - 1), n // 2, n - 1})
@@ -120,6 +126,8 @@ def main() -> None:
                 "file_bytes": len(data),
                 "prompt": prompt,
                 "ids": ids,
+                "prompt_no_think": no_think,
+                "ids_no_think": tokenize_prompt(no_think),
                 "logits": logits,
                 "tokenize": tokenize,
             }
