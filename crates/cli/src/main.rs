@@ -471,6 +471,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let model = load_model(model.as_deref(), cli.device)?;
             let out = json!({
                 "info": model.info,
+                "description": model.describe(),
+                "thinking": model.thinking,
                 "config": model.config,
                 "stop_ids": model.tokenizer.stop_ids,
                 "add_bos": model.tokenizer.add_bos,

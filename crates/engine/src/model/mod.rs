@@ -4,6 +4,7 @@
 mod attention;
 pub mod config;
 mod cpu;
+pub mod describe;
 pub mod gguf;
 pub mod math;
 pub mod rope;
