@@ -3,11 +3,17 @@
 
 use thinkscope_engine::tiny::{oracle_specs, write_tiny_model};
 
+/// A model, its architecture, and (description field, phrase it must contain) pairs.
+type Expected = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
 #[test]
 fn info_describes_every_architecture_and_rope_variant() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // (model, architecture, a phrase each description line must contain)
-    let want: &[(&str, &str, &[(&str, &str)])] = &[
+    let want: &[Expected] = &[
         (
             "llama",
             "llama",

@@ -18,7 +18,7 @@ use thinkscope_engine::model::template::Message;
 use thinkscope_engine::tiny::{
     oracle_spec, oracle_specs, rewrite_gguf, write_tiny_model, TinyVocab,
 };
-use thinkscope_engine::{Engine, Model};
+use thinkscope_engine::{Engine, EngineError, Model};
 
 #[derive(Deserialize)]
 struct Oracle {
@@ -353,5 +353,91 @@ fn another_familys_pre_tokenizer_gives_other_ids() {
     assert!(
         misses > 0,
         "gemma3 with a space prefix still matches llama.cpp"
+    );
+}
+
+/// Load `name` with its file edited, expecting an error.
+fn load_error(name: &str, edit: impl FnOnce(&mut Meta, &mut Tensors)) -> EngineError {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = oracle_spec(name).expect("spec");
+    let src = dir.path().join("src.gguf");
+    write_tiny_model(&src, &spec).expect("write");
+    let dst = dir.path().join("bad.gguf");
+    rewrite_gguf(&src, &dst, edit).expect("rewrite");
+    match Model::load(&dst, &Device::Cpu) {
+        Ok(_) => panic!("{name}: the edited file loaded"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn bad_rope_and_tokenizer_metadata_are_refused() {
+    let set = |key: &'static str, v: Value| {
+        move |m: &mut Meta, _: &mut Tensors| {
+            m.retain(|(k, _)| k != key);
+            m.push((key.to_owned(), v));
+        }
+    };
+    let e = load_error(
+        "qwen3-yarn",
+        set("qwen3.rope.scaling.type", Value::String("ntk".into())),
+    );
+    assert!(
+        matches!(e, EngineError::InvalidMetadata(_)) && e.to_string().contains("ntk"),
+        "{e}"
+    );
+    let e = load_error(
+        "llama-linear",
+        set("llama.rope.scaling.factor", Value::F32(-2.0)),
+    );
+    assert!(matches!(e, EngineError::InvalidMetadata(_)), "{e}");
+    let e = load_error(
+        "phi3",
+        set("phi3.rope.scaling.original_context_length", Value::U32(0)),
+    );
+    assert!(matches!(e, EngineError::InvalidMetadata(_)), "{e}");
+    // Factor tensors of the wrong length, or with a zero (a division by zero in the angles).
+    let e = load_error("llama3", |_, t| {
+        for (n, q) in t.iter_mut() {
+            if n == "rope_freqs.weight" {
+                let short = candle_core::Tensor::ones(3, candle_core::DType::F32, &Device::Cpu)
+                    .expect("tensor");
+                *q = QTensor::quantize(&short, GgmlDType::F32).expect("quantize");
+            }
+        }
+    });
+    assert!(matches!(e, EngineError::InvalidTensor(_)), "{e}");
+    let e = load_error("phi3", |_, t| {
+        for (n, q) in t.iter_mut() {
+            if n == "rope_factors_long.weight" {
+                let zeros = candle_core::Tensor::zeros(12, candle_core::DType::F32, &Device::Cpu)
+                    .expect("tensor");
+                *q = QTensor::quantize(&zeros, GgmlDType::F32).expect("quantize");
+            }
+        }
+    });
+    assert!(matches!(e, EngineError::InvalidTensor(_)), "{e}");
+    // A fused matrix of the wrong height.
+    let e = load_error("phi3", |_, t| {
+        t.retain(|(n, _)| n != "blk.1.attn_qkv.weight")
+    });
+    assert!(matches!(e, EngineError::InvalidTensor(_)), "{e}");
+    let e = load_error(
+        "qwen2",
+        set("tokenizer.ggml.pre", Value::String("bogus".into())),
+    );
+    assert!(
+        e.to_string().contains("'bogus'") && e.to_string().contains("gpt-4o"),
+        "{e}"
+    );
+    let e = load_error(
+        "llama",
+        set("general.architecture", Value::String("mamba".into())),
+    );
+    assert!(
+        matches!(e, EngineError::UnsupportedArchitecture(_))
+            && e.to_string()
+                .contains("llama, qwen2, qwen3, gemma3, phi3, smollm3"),
+        "{e}"
     );
 }
