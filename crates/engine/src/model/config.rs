@@ -213,7 +213,12 @@ impl ModelConfig {
         } else {
             1.0
         };
-        let attn_scale = 1.0 / (head_dim.max(1) as f32).sqrt();
+        // llama.cpp scales Gemma 3 27B (62 layers) by the width per head, not the head size.
+        let attn_scale = if arch == Arch::Gemma3 && n_layer == 62 && n_head > 0 {
+            1.0 / ((hidden / n_head).max(1) as f32).sqrt()
+        } else {
+            1.0 / (head_dim.max(1) as f32).sqrt()
+        };
         let rope_scaling = RopeScaling::from_gguf(gguf, p, context_length)?;
         // llama.cpp hard-codes SmolLM3's pattern; no GGUF key names it.
         let no_rope_period = (arch == Arch::Smollm3).then_some(4);

@@ -284,6 +284,22 @@ pub fn oracle_specs() -> Vec<(&'static str, TinySpec)> {
                 )
             },
         ),
+        // Gemma 3 27B's layer count, which llama.cpp gives another attention scale.
+        (
+            "gemma3-27b",
+            TinySpec {
+                n_layer: 62,
+                rope_base: 1_000_000.0,
+                ..base(
+                    Arch::Gemma3,
+                    111,
+                    TinyVocab::Spm {
+                        add_space_prefix: false,
+                    },
+                    TinyChat::Gemma,
+                )
+            },
+        ),
         // Phi-4-mini: fused qkv and gate/up, partial rotary, LongRoPE factors, gpt-4o regex.
         (
             "phi3",
