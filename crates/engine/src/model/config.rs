@@ -261,7 +261,19 @@ impl ModelConfig {
     /// uses.
     pub fn load(gguf: &mut GgufFile) -> Result<Self> {
         let mut config = Self::from_gguf(gguf)?;
-        config.rope_scaling.read_factors(gguf, config.rope_dim)?;
+        // llama.cpp hands factor tensors to the rotary embedding only in these graphs (llama's
+        // `rope_freqs`, phi3's long/short factors); the others pass none, whatever the file has.
+        if matches!(config.arch, Arch::Llama | Arch::Phi3) {
+            config.rope_scaling.read_factors(gguf, config.rope_dim)?;
+        } else if ["rope_freqs.weight", "rope_factors_long.weight"]
+            .iter()
+            .any(|t| gguf.has_tensor(t))
+        {
+            tracing::warn!(
+                "{} ignores rope factor tensors, as llama.cpp does",
+                config.arch.name()
+            );
+        }
         Ok(config)
     }
 
