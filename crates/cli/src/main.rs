@@ -33,6 +33,17 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    // A panic on a worker or run thread is caught there and reported as that run's error; its
+    // default report (several lines of stderr) would break "one line per error". The main
+    // thread keeps the default report.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some("main") {
+            default_hook(info);
+        } else {
+            tracing::debug!("{info}");
+        }
+    }));
     let cli = Cli::parse();
     if let Err(err) = dispatch(cli) {
         eprintln!("error: {err:#}");

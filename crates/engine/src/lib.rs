@@ -9,6 +9,7 @@ pub mod cost;
 pub mod device;
 pub mod error;
 pub mod events;
+pub mod fault;
 pub mod fetch;
 pub mod frontend;
 pub mod generate;

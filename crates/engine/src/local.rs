@@ -759,6 +759,7 @@ impl EngineThread {
             }
         }
         if !steps.is_empty() {
+            crate::fault::point(crate::fault::Fault::EnginePanic);
             self.forward_steps(&steps, &owners);
         }
         for gi in stepping_gens {
