@@ -32,7 +32,7 @@ fn kv2(i: u32) -> vec2<f32> {
     return unpack2x16float(kv[i]);
 }
 #endif
-@group(0) @binding(3) var<storage, read> meta: array<u32>;
+@group(0) @binding(3) var<storage, read> info: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 var<workgroup> qs: array<f32, 256>;
@@ -49,8 +49,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let head = g % p.n_head;
     let kh = head / (p.n_head / p.n_kv);
     let hw = p.hd / 2u;
-    let pos = meta[p.pos_off + row];
-    let table = meta[p.table_off + meta[p.item_off + row]];
+    let pos = info[p.pos_off + row];
+    let table = info[p.table_off + info[p.item_off + row]];
     var lo = 0u;
     if (p.window != 0u && pos + 1u > p.window) {
         lo = pos + 1u - p.window;
@@ -66,7 +66,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let j = c0 + t;
         var s = -3.0e38;
         if (j <= pos) {
-            let blk = meta[table + j / 16u];
+            let blk = info[table + j / 16u];
             let kb = (((blk * 2u) * p.n_kv + kh) * 16u + j % 16u) * hw;
             var dot = 0.0;
             for (var d = 0u; d < hw; d++) {
@@ -98,7 +98,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let jj = c0 + i;
             let w = pe[i];
             cs += w;
-            let blk = meta[table + jj / 16u];
+            let blk = info[table + jj / 16u];
             let vb = (((blk * 2u + 1u) * p.n_kv + kh) * 16u + jj % 16u) * hw;
             for (var k = 0u; k < 2u; k++) {
                 let d = t + 64u * k;

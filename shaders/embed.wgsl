@@ -10,14 +10,14 @@ struct P {
     row0: u32,      // first vocabulary row of this part
     part_rows: u32,
     hi_off: u32,
-    ids_off: u32,   // token ids in meta
+    ids_off: u32,   // token ids in info
     scale: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> codes: array<u32>;
 @group(0) @binding(2) var<storage, read> scales: array<u32>;
-@group(0) @binding(3) var<storage, read> meta: array<u32>;
+@group(0) @binding(3) var<storage, read> info: array<u32>;
 @group(0) @binding(4) var<storage, read_write> x: array<vec4<f32>>;
 
 @compute @workgroup_size(64)
@@ -26,7 +26,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (i >= p.n) {
         return;
     }
-    let id = meta[p.ids_off + i];
+    let id = info[p.ids_off + i];
     if (id < p.row0 || id >= p.row0 + p.part_rows) {
         return;
     }

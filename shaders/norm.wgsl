@@ -1,5 +1,5 @@
 // RMS norm of whole rows: out[j] = src[row(j)] / sqrt(mean(src²) + eps) · w, where row(j) = j or,
-// for the output norm of the rows whose logits were asked for, meta[map_off + j].
+// for the output norm of the rows whose logits were asked for, info[map_off + j].
 // One workgroup per row.
 
 struct P {
@@ -13,7 +13,7 @@ struct P {
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read> vecs: array<f32>;
-@group(0) @binding(3) var<storage, read> meta: array<u32>;
+@group(0) @binding(3) var<storage, read> info: array<u32>;
 @group(0) @binding(4) var<storage, read_write> dst: array<f32>;
 
 const NV: u32 = 1u;
@@ -38,7 +38,7 @@ fn main(
     let j = wid.x + wid.y * nwg.x;
     var row = min(j, p.n - 1u);
     if (p.map_off != 0xFFFFFFFFu) {
-        row = meta[p.map_off + row];
+        row = info[p.map_off + row];
     }
     let s0 = row * p.width;
     var acc: array<f32, 1>;

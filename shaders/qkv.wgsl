@@ -19,15 +19,15 @@ struct P {
     qn_off: u32,      // q norm weights, or 0xFFFFFFFF
     kn_off: u32,
     freq_off: u32,    // this layer's inverse frequencies in vecs
-    pos_off: u32,     // per-row position in meta
-    item_off: u32,    // per-row batch item in meta
-    table_off: u32,   // per-item start of its block table in meta
+    pos_off: u32,     // per-row position in info
+    item_off: u32,    // per-row batch item in info
+    table_off: u32,   // per-item start of its block table in info
     eps: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> vecs: array<f32>;
-@group(0) @binding(2) var<storage, read> meta: array<u32>;
+@group(0) @binding(2) var<storage, read> info: array<u32>;
 @group(0) @binding(3) var<storage, read_write> qkv: array<f32>;
 @group(0) @binding(4) var<storage, read_write> kv: array<u32>;
 
@@ -95,7 +95,7 @@ fn main(
         }
     }
     workgroupBarrier();
-    let pos = meta[p.pos_off + row];
+    let pos = info[p.pos_off + row];
     for (var i = t; i < p.pairs; i += 64u) {
         let sc = sincos(f32(pos) * vecs[p.freq_off + i]);
         var a = 2u * i;
@@ -119,8 +119,8 @@ fn main(
         }
     } else {
         let kh = h - p.n_head;
-        let item = meta[p.item_off + row];
-        let block = meta[meta[p.table_off + item] + pos / 16u];
+        let item = info[p.item_off + row];
+        let block = info[info[p.table_off + item] + pos / 16u];
         let slot = pos % 16u;
         let kw = (((block * 2u) * p.n_kv + kh) * 16u + slot) * (p.hd / 2u);
         let vw = (((block * 2u + 1u) * p.n_kv + kh) * 16u + slot) * (p.hd / 2u);

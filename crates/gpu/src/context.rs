@@ -197,7 +197,6 @@ pub struct GpuContext {
     tier: Tier,
     /// Largest storage binding (and buffer) in bytes.
     pub(crate) max_binding: u64,
-    pub(crate) max_workgroup_storage: u32,
     errors: Arc<Mutex<Option<String>>>,
     pub(crate) kernels: Mutex<crate::pipelines::KernelCache>,
 }
@@ -314,7 +313,6 @@ impl GpuContext {
             available,
             tier,
             max_binding,
-            max_workgroup_storage: limits.max_compute_workgroup_storage_size,
             errors,
             kernels: Mutex::default(),
         }))
@@ -342,6 +340,11 @@ impl GpuContext {
 
     /// The device line: `GPU: llvmpipe (Vulkan, software) · subgroup+f16+int8`.
     pub fn description(&self) -> String {
+        self.describe_tier(self.tier)
+    }
+
+    /// The device line for another tier.
+    pub fn describe_tier(&self, tier: Tier) -> String {
         format!(
             "GPU: {} ({}{}) · {}",
             self.adapter.short_name(),
@@ -351,7 +354,7 @@ impl GpuContext {
             } else {
                 ""
             },
-            self.tier.name()
+            tier.name()
         )
     }
 

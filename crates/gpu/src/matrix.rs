@@ -148,8 +148,6 @@ pub(crate) struct QActs<'a> {
     pub buf: &'a Buf,
     pub d_off: u32,
     pub s_off: u32,
-    pub cols: u32,
-    pub n: u32,
 }
 
 /// Words of 8-bit activations for `n` rows of `cols`.
@@ -314,7 +312,5 @@ pub(crate) fn record_quantize<'a>(
         buf: out,
         d_off,
         s_off,
-        cols,
-        n: x.n,
     })
 }

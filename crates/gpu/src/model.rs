@@ -180,6 +180,7 @@ pub struct GpuModelBuilder {
     spec: GpuModelSpec,
     mats: HashMap<Slot, GpuMatrix>,
     vecs: HashMap<Slot, Vec<f32>>,
+    tier: Tier,
 }
 
 impl GpuModelBuilder {
@@ -187,11 +188,19 @@ impl GpuModelBuilder {
     pub fn new(ctx: Arc<GpuContext>, spec: GpuModelSpec) -> Result<Self, GpuError> {
         spec.validate()?;
         Ok(Self {
+            tier: ctx.tier(),
             ctx,
             spec,
             mats: HashMap::new(),
             vecs: HashMap::new(),
         })
+    }
+
+    /// Run on `tier` rather than the device's (tests of each tier); features the adapter lacks
+    /// are dropped.
+    pub fn with_tier(mut self, tier: Tier) -> Self {
+        self.tier = tier.min(self.ctx.available());
+        self
     }
 
     fn matrix_shape(&self, slot: Slot) -> Option<(usize, usize)> {
@@ -289,7 +298,7 @@ impl GpuModelBuilder {
             }
             at
         };
-        let mut take_vec =
+        let take_vec =
             |vecs: &mut HashMap<Slot, Vec<f32>>, slot: Slot, needed: bool| -> Result<Option<Vec<f32>>, GpuError> {
                 match vecs.remove(&slot) {
                     Some(v) => Ok(Some(v)),
@@ -353,6 +362,7 @@ impl GpuModelBuilder {
             .upload("norms and biases", &crate::format::f32_bytes(&flat))?;
         let binder = Binder::new(&self.ctx, 64)?;
         let model = GpuModel {
+            tier: self.tier,
             ctx: self.ctx.clone(),
             spec: s,
             embed,
@@ -438,6 +448,7 @@ pub struct ForwardBatch<'a> {
 /// A model whose weights live on the device.
 pub struct GpuModel {
     ctx: Arc<GpuContext>,
+    tier: Tier,
     spec: GpuModelSpec,
     embed: GpuMatrix,
     output: Option<GpuMatrix>,
@@ -469,6 +480,16 @@ impl GpuModel {
     /// The device it runs on.
     pub fn context(&self) -> &Arc<GpuContext> {
         &self.ctx
+    }
+
+    /// The tier its passes use.
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
+
+    /// The device line with this model's tier.
+    pub fn description(&self) -> String {
+        self.ctx.describe_tier(self.tier)
     }
 
     /// Its shape.
@@ -718,7 +739,7 @@ impl GpuModel {
     ) -> Result<Vec<Vec<f32>>, GpuError> {
         let s = &self.spec;
         let ctx = &*self.ctx;
-        let tier = ctx.tier();
+        let tier = self.tier;
         let n = rows.ids.len();
         // Metadata: ids, positions, items, per-item table starts, tables, copies, wanted rows.
         let mut meta: Vec<u32> = Vec::new();

@@ -433,11 +433,6 @@ impl Recorder {
             groups,
         });
     }
-
-    /// Dispatches recorded.
-    pub fn len(&self) -> usize {
-        self.cmds.len()
-    }
 }
 
 /// f32 parameters travel as their bits.
