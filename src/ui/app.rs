@@ -15,7 +15,7 @@ use crate::ui::state::{
 };
 use crate::ui::tree_view::TreeView;
 use thinkscope_engine::cost::CostSnapshot;
-use thinkscope_engine::device::{self, DevicePref};
+use thinkscope_engine::device::DevicePref;
 use thinkscope_engine::events::{Command, Event, RunId, RunOutcome};
 use thinkscope_engine::fetch::{self, FetchProgress};
 use thinkscope_engine::strategy::{registry, RunConfig, StrategyInfo};
@@ -257,12 +257,13 @@ impl ThinkscopeApp {
                         }
                     }
                 };
-                let (dev, note) = device::select(DevicePref::Auto);
-                if let Some(note) = note {
-                    tracing::info!("{note}");
-                }
-                let result = Model::load(&path, &dev)
-                    .map(Arc::new)
+                let result = Model::load_pref(&path, DevicePref::Auto)
+                    .map(|(model, note)| {
+                        if let Some(note) = note {
+                            tracing::info!("{note}");
+                        }
+                        Arc::new(model)
+                    })
                     .map_err(|e| format!("{e}"));
                 let _ = tx.send(Job::Loaded(path, result));
                 wake();

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use thinkscope_engine::device::{self, DevicePref};
+use thinkscope_engine::device::DevicePref;
 use thinkscope_engine::events::{Command as EngineCommand, Event, RunOutcome};
 use thinkscope_engine::fetch::{self, FetchProgress};
 use thinkscope_engine::generate::{self, PromptFormat};
@@ -528,11 +528,11 @@ fn model_path(path: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 fn load_model(path: Option<&Path>, pref: DevicePref) -> anyhow::Result<Arc<Model>> {
     let path = model_path(path)?;
-    let (dev, note) = device::select(pref);
+    let (model, note) =
+        Model::load_pref(&path, pref).with_context(|| format!("loading {}", path.display()))?;
     if let Some(note) = note {
         eprintln!("note: {note}");
     }
-    let model = Model::load(&path, &dev).with_context(|| format!("loading {}", path.display()))?;
     Ok(Arc::new(model))
 }
 

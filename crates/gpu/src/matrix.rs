@@ -175,14 +175,14 @@ pub(crate) fn matvec_kernel(
     dot8: bool,
 ) -> Result<Arc<Kernel>, GpuError> {
     let (mut flags, min_off) = format.flags();
-    let (shader, consts) = if n > MATVEC_MAX {
-        ("matmul.wgsl", vec![("MIN_OFFSET", min_off.to_owned())])
-    } else {
-        let nr = bucket(n);
-        if dot8 {
-            flags.push("DOT8");
-        }
-        (
+    if dot8 {
+        flags.push("DOT8");
+    }
+    let nr = bucket(n.min(MATVEC_MAX));
+    let (shader, consts) = match (n > MATVEC_MAX, dot8) {
+        (true, false) => ("matmul.wgsl", vec![("MIN_OFFSET", min_off.to_owned())]),
+        (true, true) => ("matmul_dot8.wgsl", vec![("MIN_OFFSET", min_off.to_owned())]),
+        (false, _) => (
             if dot8 {
                 "matvec_dot8.wgsl"
             } else {
@@ -193,10 +193,10 @@ pub(crate) fn matvec_kernel(
                 ("NR", nr.to_string()),
                 ("R", rows_per_group(nr).to_string()),
             ],
-        )
+        ),
     };
     let tier = if n > MATVEC_MAX {
-        // The tiled matmul uses neither subgroups nor f16.
+        // The tiled matmuls use neither subgroups nor f16.
         Tier::F32
     } else {
         Tier { f16: false, ..tier }
@@ -213,9 +213,10 @@ pub(crate) fn matvec_kernel(
     })
 }
 
-/// Whether `m` times `n` rows runs on 8-bit activations at `tier`.
-pub(crate) fn uses_dot8(m: &GpuMatrix, n: u32, tier: Tier) -> bool {
-    tier.int8 && m.format.has_codes() && n <= MATVEC_MAX
+/// Whether `m` runs on 8-bit activations at `tier` (every batch size alike, so a token's result
+/// does not depend on the rows that shared its pass).
+pub(crate) fn uses_dot8(m: &GpuMatrix, tier: Tier) -> bool {
+    tier.int8 && m.format.has_codes()
 }
 
 /// Record `y[:, y_off .. y_off + rows] = x · Wᵀ` (output rows `y_stride` floats apart).
@@ -236,7 +237,7 @@ pub(crate) fn record_matmul(
     if n == 0 {
         return Ok(());
     }
-    let dot8 = uses_dot8(m, n, tier) && xq.is_some();
+    let dot8 = uses_dot8(m, tier) && xq.is_some();
     let k = matvec_kernel(ctx, m.format, n, tier, dot8)?;
     for part in &m.parts {
         let (src, p) = match (dot8, xq) {

@@ -16,7 +16,7 @@ use crate::error::GpuError;
 use crate::format::WeightFormat;
 use crate::kv::GpuKv;
 use crate::matrix::{
-    qacts_words, record_matmul, record_quantize, uses_dot8, Acts, GpuMatrix, QActs, MATVEC_MAX,
+    qacts_words, record_matmul, record_quantize, uses_dot8, Acts, GpuMatrix, QActs,
 };
 use crate::pipelines::{f, Binder, Buf, KernelSpec, Recorder, Sig, NONE};
 
@@ -701,7 +701,7 @@ impl GpuModel {
             gu: ctx.buffer("gate and up", f4(rows * 2 * s.ffn), st)?,
             xq: ctx.buffer(
                 "8-bit activations",
-                f4(qacts_words(rows.min(MATVEC_MAX as usize), widest)),
+                f4(qacts_words(rows, widest)),
                 st,
             )?,
             hn: ctx.buffer("output norm", f4(logit_rows * s.hidden), st)?,
@@ -992,7 +992,7 @@ impl GpuModel {
         cols: u32,
         out: &'a Buf,
     ) -> Result<Option<QActs<'a>>, GpuError> {
-        if mats.iter().any(|m| uses_dot8(m, x.n, tier)) {
+        if mats.iter().any(|m| uses_dot8(m, tier)) {
             record_quantize(&self.ctx, binder, rec, x, cols, out).map(Some)
         } else {
             Ok(None)

@@ -46,7 +46,7 @@ pub fn matmul(
         stride: m.cols() as u32,
         n: n as u32,
     };
-    let q = if uses_dot8(m, n as u32, tier) {
+    let q = if uses_dot8(m, tier) {
         Some(record_quantize(
             ctx,
             &mut binder,

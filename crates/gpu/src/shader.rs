@@ -16,6 +16,10 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("../../../shaders/matvec_dot8.wgsl"),
     ),
     ("matmul.wgsl", include_str!("../../../shaders/matmul.wgsl")),
+    (
+        "matmul_dot8.wgsl",
+        include_str!("../../../shaders/matmul_dot8.wgsl"),
+    ),
     ("quantize.wgsl", include_str!("../../../shaders/quantize.wgsl")),
     ("embed.wgsl", include_str!("../../../shaders/embed.wgsl")),
     ("norm.wgsl", include_str!("../../../shaders/norm.wgsl")),
