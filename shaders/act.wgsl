@@ -7,7 +7,7 @@ struct P {
     gelu: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: P;
+@group(1) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read_write> gu: array<f32>;
 
 @compute @workgroup_size(64)

@@ -18,7 +18,7 @@ struct P {
     scale: f32,
 }
 
-@group(0) @binding(0) var<uniform> p: P;
+@group(1) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
 #if F16
 enable f16;

@@ -14,7 +14,7 @@ struct P {
     scale: f32,
 }
 
-@group(0) @binding(0) var<uniform> p: P;
+@group(1) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> codes: array<u32>;
 @group(0) @binding(2) var<storage, read> scales: array<u32>;
 @group(0) @binding(3) var<storage, read> info: array<u32>;
@@ -34,7 +34,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var u = t; u < blocks * 4u; u += 64u) {
         let b = u >> 2u;
         let q = u & 3u;
-        let w = dq(id - p.row0, b, q, blocks, p.hi_off);
+        let w = dq(id - p.row0, b, q, p.part_rows, p.hi_off);
         let o = (i * p.cols + b * 32u + 4u * q) >> 2u;
         x[o] = w.lo * p.scale;
         x[o + 4u] = w.hi * p.scale;

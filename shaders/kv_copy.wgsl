@@ -7,7 +7,7 @@ struct P {
     pairs_off: u32,   // (src, dst) pairs in info
 }
 
-@group(0) @binding(0) var<uniform> p: P;
+@group(1) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> info: array<u32>;
 @group(0) @binding(2) var<storage, read_write> kv: array<u32>;
 

@@ -19,7 +19,7 @@ struct P {
     x_off: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: P;
+@group(1) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> codes: array<u32>;
 @group(0) @binding(2) var<storage, read> scales: array<u32>;
 @group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
@@ -40,13 +40,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let tx = t % 16u;
     let ty = t / 16u;
     var acc: array<f32, 8>;
-    // This invocation's share of the loads: weight row lr, quarter lq; activation row li, vec4 lv.
-    let lr = t / 4u;
-    let lq = t % 4u;
+    // This invocation's share of the loads: weight row lr, quarter lq (consecutive invocations,
+    // consecutive rows: consecutive words); activation row li, vec4 lv.
+    let lr = t % 64u;
+    let lq = t / 64u;
     let li = t / 8u;
     let lv = t % 8u;
     for (var b = 0u; b < blocks; b++) {
-        let w = dq(min(row0 + lr, p.rows - 1u), b, lq, blocks, p.hi_off);
+        let w = dq(min(row0 + lr, p.rows - 1u), b, lq, p.rows, p.hi_off);
         let wb = lr * LD + 4u * lq;
         ws[wb] = w.lo.x;
         ws[wb + 1u] = w.lo.y;

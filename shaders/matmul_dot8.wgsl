@@ -11,7 +11,7 @@ struct P {
     rows: u32,
     cols: u32,
     n: u32,
-    x_stride: u32,
+    q_off: u32,     // first code word of the quantized rows in xq
     y_stride: u32,
     y_off: u32,
     hi_off: u32,
@@ -19,7 +19,7 @@ struct P {
     s_off: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: P;
+@group(1) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> codes: array<u32>;
 @group(0) @binding(2) var<storage, read> scales: array<u32>;
 @group(0) @binding(3) var<storage, read> xq: array<u32>;
@@ -44,20 +44,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let tx = t % 16u;
     let ty = t / 16u;
     var acc: array<f32, 8>;
-    let lr = t / 4u;
-    let lq = t % 4u;
+    let lr = t % 64u;
+    let lq = t / 64u;
     let li = t / 8u;
     let lw = t % 8u;
     let wrow = min(row0 + lr, p.rows - 1u);
     let xi = min(i0 + li, p.n - 1u);
     for (var b = 0u; b < blocks; b++) {
-        let c = codes8(wrow, b, lq, blocks, p.hi_off);
+        let c = codes8(wrow, b, lq, p.rows, p.hi_off);
         wc[lr * 8u + lq] = c.x;
         wc[lr * 8u + 4u + lq] = c.y;
         if (lq == 0u) {
-            wsc[lr] = scale_min(wrow, b, blocks);
+            wsc[lr] = scale_min(wrow, b, p.rows);
         }
-        xc[li * 8u + lw] = xq[xi * row_words + b * 8u + lw];
+        xc[li * 8u + lw] = xq[p.q_off + xi * row_words + b * 8u + lw];
         if (lw == 0u) {
             xd[li] = bitcast<f32>(xq[p.d_off + xi * blocks + b]);
             let si = p.s_off + (xi * blocks + b) * 2u;

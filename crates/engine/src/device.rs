@@ -98,18 +98,16 @@ pub fn select(pref: DevicePref) -> Result<Selection> {
             device: ComputeDevice::Cpu,
             note: None,
         }),
-        DevicePref::Auto => {
-            match GpuContext::open(&OpenOptions::new(AdapterChoice::Hardware)) {
-                Ok(ctx) => Ok(Selection {
-                    device: ComputeDevice::Gpu(ctx),
-                    note: None,
-                }),
-                Err(e) => Ok(Selection {
-                    device: ComputeDevice::Cpu,
-                    note: Some(format!("{e}; running on the CPU kernels")),
-                }),
-            }
-        }
+        DevicePref::Auto => match GpuContext::open(&OpenOptions::new(AdapterChoice::Hardware)) {
+            Ok(ctx) => Ok(Selection {
+                device: ComputeDevice::Gpu(ctx),
+                note: None,
+            }),
+            Err(e) => Ok(Selection {
+                device: ComputeDevice::Cpu,
+                note: Some(format!("{e}; running on the CPU kernels")),
+            }),
+        },
         DevicePref::Gpu => GpuContext::open(&OpenOptions::new(AdapterChoice::Any))
             .map(|ctx| Selection {
                 device: ComputeDevice::Gpu(ctx),

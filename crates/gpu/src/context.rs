@@ -118,9 +118,15 @@ impl AdapterSummary {
     fn of(info: &wgpu::AdapterInfo) -> Self {
         let lower = info.name.to_lowercase();
         let software = info.device_type == wgpu::DeviceType::Cpu
-            || ["llvmpipe", "lavapipe", "swiftshader", "warp", "basic render"]
-                .iter()
-                .any(|s| lower.contains(s));
+            || [
+                "llvmpipe",
+                "lavapipe",
+                "swiftshader",
+                "warp",
+                "basic render",
+            ]
+            .iter()
+            .any(|s| lower.contains(s));
         Self {
             name: info.name.clone(),
             backend: format!("{:?}", info.backend),
@@ -176,6 +182,9 @@ pub struct OpenOptions {
     /// Largest buffer binding to use, below the adapter's own limit (tests use it to split
     /// small matrices into parts).
     pub max_binding_bytes: Option<u64>,
+    /// Kernel shapes for a CPU (one row per invocation, no tiles) or for a GPU; `None` follows
+    /// the adapter (CPU shapes on a software adapter). Tests use it to run both on lavapipe.
+    pub cpu_shapes: Option<bool>,
 }
 
 impl OpenOptions {
@@ -184,6 +193,7 @@ impl OpenOptions {
         Self {
             choice,
             max_binding_bytes: None,
+            cpu_shapes: None,
         }
     }
 }
@@ -197,6 +207,8 @@ pub struct GpuContext {
     tier: Tier,
     /// Largest storage binding (and buffer) in bytes.
     pub(crate) max_binding: u64,
+    /// Kernel shapes for a CPU (see [`OpenOptions::cpu_shapes`]).
+    pub(crate) cpu_shapes: bool,
     errors: Arc<Mutex<Option<String>>>,
     pub(crate) kernels: Mutex<crate::pipelines::KernelCache>,
 }
@@ -293,9 +305,8 @@ impl GpuContext {
                 slot.get_or_insert_with(|| e.to_string());
             }
         }));
-        let mut max_binding = (limits.max_storage_buffer_binding_size as u64)
-            .min(limits.max_buffer_size)
-            & !255;
+        let mut max_binding =
+            (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size) & !255;
         if let Some(m) = options.max_binding_bytes {
             max_binding = max_binding.min(m.max(256));
         }
@@ -306,6 +317,7 @@ impl GpuContext {
             max_binding,
             "GPU device open"
         );
+        let cpu_shapes = options.cpu_shapes.unwrap_or(summary.software);
         Ok(Arc::new(Self {
             device,
             queue,
@@ -313,6 +325,7 @@ impl GpuContext {
             available,
             tier,
             max_binding,
+            cpu_shapes,
             errors,
             kernels: Mutex::default(),
         }))
@@ -331,6 +344,11 @@ impl GpuContext {
     /// Every optional feature the adapter offers.
     pub fn available(&self) -> Tier {
         self.available
+    }
+
+    /// Whether kernels take the shapes that suit a CPU (see [`OpenOptions::cpu_shapes`]).
+    pub fn cpu_shapes(&self) -> bool {
+        self.cpu_shapes
     }
 
     /// Largest storage binding in bytes (matrices above it are split by rows).

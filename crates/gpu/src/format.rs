@@ -125,7 +125,7 @@ impl WeightFormat {
     }
 }
 
-/// Rows `[r0, r1)` of a matrix in the shader layout.
+/// A matrix (or a part of one) in the shader layout.
 pub(crate) struct Repacked {
     /// Code words, then (Q5 formats) the fifth-bit plane from `hi_off`.
     pub codes: Vec<u32>,
@@ -308,6 +308,11 @@ pub(crate) fn repack(
             }
         }
     }
+    // Interleave by rows (see quant.wgsl): word j of row r goes to j * rows + r.
+    let codes = interleave(&codes, rows);
+    let hi = interleave(&hi, rows);
+    let mut scales = interleave(&scales, rows);
+    let mut half_scales = interleave(&half_scales, rows);
     if !half_scales.is_empty() {
         if half_scales.len() % 2 == 1 {
             half_scales.push(0);
@@ -318,6 +323,7 @@ pub(crate) fn repack(
                 .map(|p| p[0] as u32 | ((p[1] as u32) << 16)),
         );
     }
+    let mut codes = codes;
     let hi_off = codes.len() as u32;
     codes.extend(hi);
     Ok(Repacked {
@@ -325,6 +331,19 @@ pub(crate) fn repack(
         hi_off,
         scales,
     })
+}
+
+/// Row-major `[rows][per_row]` to `[per_row][rows]`.
+fn interleave<T: Copy>(v: &[T], rows: usize) -> Vec<T> {
+    if v.is_empty() {
+        return Vec::new();
+    }
+    let per_row = v.len() / rows;
+    let mut out = Vec::with_capacity(v.len());
+    for j in 0..per_row {
+        out.extend((0..rows).map(|r| v[r * per_row + j]));
+    }
+    out
 }
 
 /// f32 values as the bytes of an F32 matrix (for tests and small vectors).

@@ -84,7 +84,8 @@ impl GpuMatrix {
                 cols,
                 &bytes[row0 * row_bytes..(row0 + n) * row_bytes],
             )?;
-            let as_bytes = |w: &[u32]| -> Vec<u8> { w.iter().flat_map(|v| v.to_le_bytes()).collect() };
+            let as_bytes =
+                |w: &[u32]| -> Vec<u8> { w.iter().flat_map(|v| v.to_le_bytes()).collect() };
             let codes = ctx.upload("weight codes", &as_bytes(&rp.codes))?;
             let scales = ctx.upload("weight scales", &as_bytes(&rp.scales))?;
             total += codes.bytes + scales.bytes;
@@ -160,47 +161,45 @@ fn bucket(n: u32) -> u32 {
     n.next_power_of_two().max(1)
 }
 
-fn rows_per_group(nr: u32) -> u32 {
-    (16 / nr).clamp(1, 4)
-}
-
-/// Mat-vec kernels take at most this many activation rows; more go to the tiled matmul.
+/// Mat-vec kernels take at most this many activation rows; more go to the tiled matmul (or, on a
+/// software adapter, to mat-vecs of 16 rows at a time: a CPU has no use for the tile's barriers).
 pub(crate) const MATVEC_MAX: u32 = 16;
+
+/// Invocations sharing one weight row in a mat-vec: 1 on a software adapter (each SIMD lane its
+/// own row, no reduction), else enough that a matrix of `rows` makes about 256 workgroups.
+fn slices(ctx: &GpuContext, rows: usize) -> u32 {
+    if ctx.cpu_shapes {
+        1
+    } else {
+        ((16384 / rows.max(1)) as u32)
+            .next_power_of_two()
+            .clamp(1, 8)
+    }
+}
 
 pub(crate) fn matvec_kernel(
     ctx: &GpuContext,
     format: WeightFormat,
     n: u32,
-    tier: Tier,
     dot8: bool,
+    s: u32,
 ) -> Result<Arc<Kernel>, GpuError> {
     let (mut flags, min_off) = format.flags();
     if dot8 {
         flags.push("DOT8");
     }
-    let nr = bucket(n.min(MATVEC_MAX));
-    let (shader, consts) = match (n > MATVEC_MAX, dot8) {
-        (true, false) => ("matmul.wgsl", vec![("MIN_OFFSET", min_off.to_owned())]),
-        (true, true) => ("matmul_dot8.wgsl", vec![("MIN_OFFSET", min_off.to_owned())]),
-        (false, _) => (
-            if dot8 {
-                "matvec_dot8.wgsl"
-            } else {
-                "matvec.wgsl"
-            },
-            vec![
-                ("MIN_OFFSET", min_off.to_owned()),
-                ("NR", nr.to_string()),
-                ("R", rows_per_group(nr).to_string()),
-            ],
-        ),
+    let tiled = n > MATVEC_MAX;
+    let mut consts = vec![("MIN_OFFSET", min_off.to_owned())];
+    let shader = match (tiled, dot8) {
+        (true, false) => "matmul.wgsl",
+        (true, true) => "matmul_dot8.wgsl",
+        (false, false) => "matvec.wgsl",
+        (false, true) => "matvec_dot8.wgsl",
     };
-    let tier = if n > MATVEC_MAX {
-        // The tiled matmuls use neither subgroups nor f16.
-        Tier::F32
-    } else {
-        Tier { f16: false, ..tier }
-    };
+    if !tiled {
+        consts.push(("NR", bucket(n).to_string()));
+        consts.push(("S", s.to_string()));
+    }
     ctx.kernel(&KernelSpec {
         shader,
         flags,
@@ -209,7 +208,8 @@ pub(crate) fn matvec_kernel(
             reads: 3,
             writes: 1,
         },
-        tier,
+        // The matmuls use no subgroup or f16 features: their reductions are per invocation.
+        tier: Tier::F32,
     })
 }
 
@@ -238,48 +238,57 @@ pub(crate) fn record_matmul(
         return Ok(());
     }
     let dot8 = uses_dot8(m, tier) && xq.is_some();
-    let k = matvec_kernel(ctx, m.format, n, tier, dot8)?;
+    let (cols, blocks) = (m.cols as u32, m.cols as u32 / 32);
+    let tiled = n > MATVEC_MAX && !ctx.cpu_shapes;
+    let chunk = if tiled { n } else { MATVEC_MAX };
     for part in &m.parts {
-        let (src, p) = match (dot8, xq) {
-            (true, Some(q)) => (
-                q.buf,
-                vec![
-                    part.rows as u32,
-                    m.cols as u32,
-                    n,
-                    0,
-                    y_stride,
-                    y_off + part.row0 as u32,
-                    part.hi_off,
-                    q.d_off,
-                    q.s_off,
-                ],
-            ),
-            _ => (
-                x.buf,
-                vec![
-                    part.rows as u32,
-                    m.cols as u32,
-                    n,
-                    x.stride,
-                    y_stride,
-                    y_off + part.row0 as u32,
-                    part.hi_off,
-                    x.off,
-                ],
-            ),
-        };
-        let bind = binder.bind(ctx, &k, &[&part.codes, &part.scales, src, y])?;
-        if n > MATVEC_MAX {
-            rec.dispatch_xy(
-                &k,
-                bind,
-                &p,
-                ((part.rows as u32).div_ceil(64), n.div_ceil(32)),
-            );
-        } else {
-            let r = rows_per_group(bucket(n));
-            rec.dispatch(&k, bind, &p, (part.rows as u32).div_ceil(r));
+        let s = if tiled { 1 } else { slices(ctx, part.rows) };
+        let mut c0 = 0u32;
+        while c0 < n {
+            let nc = chunk.min(n - c0);
+            let k = matvec_kernel(ctx, m.format, nc, dot8, s)?;
+            let y0 = y_off + part.row0 as u32 + c0 * y_stride;
+            let (src, p) = match (dot8, xq) {
+                (true, Some(q)) => (
+                    q.buf,
+                    vec![
+                        part.rows as u32,
+                        cols,
+                        nc,
+                        c0 * cols / 4,
+                        y_stride,
+                        y0,
+                        part.hi_off,
+                        q.d_off + c0 * blocks,
+                        q.s_off + c0 * blocks * 2,
+                    ],
+                ),
+                _ => (
+                    x.buf,
+                    vec![
+                        part.rows as u32,
+                        cols,
+                        nc,
+                        x.stride,
+                        y_stride,
+                        y0,
+                        part.hi_off,
+                        x.off + c0 * x.stride,
+                    ],
+                ),
+            };
+            let bind = binder.bind(ctx, &k, &[&part.codes, &part.scales, src, y])?;
+            if tiled {
+                rec.dispatch_xy(
+                    &k,
+                    bind,
+                    &p,
+                    ((part.rows as u32).div_ceil(64), nc.div_ceil(32)),
+                );
+            } else {
+                rec.dispatch(&k, bind, &p, (part.rows as u32).div_ceil(64 / s));
+            }
+            c0 += nc;
         }
     }
     Ok(())

@@ -298,14 +298,16 @@ impl GpuModelBuilder {
             }
             at
         };
-        let take_vec =
-            |vecs: &mut HashMap<Slot, Vec<f32>>, slot: Slot, needed: bool| -> Result<Option<Vec<f32>>, GpuError> {
-                match vecs.remove(&slot) {
-                    Some(v) => Ok(Some(v)),
-                    None if needed => Err(GpuError::Invalid(format!("{slot:?} is missing"))),
-                    None => Ok(None),
-                }
-            };
+        let take_vec = |vecs: &mut HashMap<Slot, Vec<f32>>,
+                        slot: Slot,
+                        needed: bool|
+         -> Result<Option<Vec<f32>>, GpuError> {
+            match vecs.remove(&slot) {
+                Some(v) => Ok(Some(v)),
+                None if needed => Err(GpuError::Invalid(format!("{slot:?} is missing"))),
+                None => Ok(None),
+            }
+        };
         let mut take_mat = |slot: Slot| -> Result<GpuMatrix, GpuError> {
             self.mats
                 .remove(&slot)
@@ -333,8 +335,7 @@ impl GpuModelBuilder {
             let kn = v(LayerSlot::KNorm, s.qk_norm)?;
             let pa = v(LayerSlot::PostAttnNorm, s.post_norms)?;
             let pf = v(LayerSlot::PostFfnNorm, s.post_norms)?;
-            let opt = |put: &mut dyn FnMut(&[f32]) -> u32, x: &Option<Vec<f32>>, on: bool| match x
-            {
+            let opt = |put: &mut dyn FnMut(&[f32]) -> u32, x: &Option<Vec<f32>>, on: bool| match x {
                 Some(x) if on => put(x),
                 _ => NONE,
             };
@@ -360,7 +361,7 @@ impl GpuModelBuilder {
         let vecs = self
             .ctx
             .upload("norms and biases", &crate::format::f32_bytes(&flat))?;
-        let binder = Binder::new(&self.ctx, 64)?;
+        let binder = Binder::new();
         let model = GpuModel {
             tier: self.tier,
             ctx: self.ctx.clone(),
@@ -617,7 +618,10 @@ impl GpuModel {
                 ));
             }
             if let Some(&t) = it.tokens.iter().find(|&&t| t as usize >= s.vocab) {
-                return bad(format!("token {t} is outside the vocabulary of {}", s.vocab));
+                return bad(format!(
+                    "token {t} is outside the vocabulary of {}",
+                    s.vocab
+                ));
             }
             if it.blocks.len() < end.div_ceil(BLOCK_TOKENS) {
                 return bad(format!(
@@ -692,18 +696,18 @@ impl GpuModel {
             rows,
             logit_rows,
             meta_words,
-            meta: ctx.buffer("pass metadata", f4(meta_words), st | wgpu::BufferUsages::COPY_DST)?,
+            meta: ctx.buffer(
+                "pass metadata",
+                f4(meta_words),
+                st | wgpu::BufferUsages::COPY_DST,
+            )?,
             x: ctx.buffer("residual", f4(rows * s.hidden), st)?,
             xn: ctx.buffer("normed", f4(rows * s.hidden), st)?,
             qkv: ctx.buffer("qkv", f4(rows * qkv_w), st)?,
             attn: ctx.buffer("attention", f4(rows * s.q_dim()), st)?,
             o: ctx.buffer("projection", f4(rows * s.hidden), st)?,
             gu: ctx.buffer("gate and up", f4(rows * 2 * s.ffn), st)?,
-            xq: ctx.buffer(
-                "8-bit activations",
-                f4(qacts_words(rows, widest)),
-                st,
-            )?,
+            xq: ctx.buffer("8-bit activations", f4(qacts_words(rows, widest)), st)?,
             hn: ctx.buffer("output norm", f4(logit_rows * s.hidden), st)?,
             logits: ctx.buffer(
                 "logits",
@@ -761,8 +765,6 @@ impl GpuModel {
         let first_chunk = wanted.len().min(chunk);
         meta.extend(wanted.iter().map(|(r, _)| *r));
         self.ensure_scratch(state, n, first_chunk, meta.len())?;
-        let slots = s.n_layer * 24 + 8 * (self.embed.part_count() + self.head().part_count()) + 16;
-        state.binder.ensure(ctx, slots)?;
         let (binder, Some(sc)) = (&mut state.binder, state.scratch.as_ref()) else {
             return Err(GpuError::Device("scratch buffers missing".into()));
         };
@@ -796,7 +798,11 @@ impl GpuModel {
             let kc = k("kv_copy.wgsl", 1, 1, Tier::F32)?;
             for buf in kv.layers() {
                 let bind = binder.bind(ctx, &kc, &[&sc.meta, buf])?;
-                let p = [copies.len() as u32, kv.words_per_block() as u32, copies_off as u32];
+                let p = [
+                    copies.len() as u32,
+                    kv.words_per_block() as u32,
+                    copies_off as u32,
+                ];
                 rec.dispatch_xy(&kc, bind, &p, (64, copies.len() as u32));
             }
         }
@@ -828,10 +834,24 @@ impl GpuModel {
         }
         let kn = k("norm.wgsl", 3, 1, plain)?;
         let bind = binder.bind(ctx, &kn, &[&sc.x, &self.vecs, &sc.meta, &sc.xn])?;
-        rec.dispatch(&kn, bind, &[nn, hidden, self.layers[0].attn_norm, NONE, eps], nn);
+        rec.dispatch(
+            &kn,
+            bind,
+            &[nn, hidden, self.layers[0].attn_norm, NONE, eps],
+            nn,
+        );
 
         let kq = k("qkv.wgsl", 2, 2, plain)?;
-        let ka = k("attention.wgsl", 3, 1, Tier { int8: false, subgroup: false, ..tier })?;
+        let ka = k(
+            "attention.wgsl",
+            3,
+            1,
+            Tier {
+                int8: false,
+                subgroup: false,
+                ..tier
+            },
+        )?;
         let kr = k("residual.wgsl", 2, 2, plain)?;
         let kact = k("act.wgsl", 0, 1, Tier::F32)?;
         for (l, layer) in self.layers.iter().enumerate() {
@@ -898,9 +918,16 @@ impl GpuModel {
                 n: nn,
             };
             let aq = self.maybe_quantize(binder, &mut rec, tier, &[&layer.o], at, q_dim, &sc.xq)?;
-            record_matmul(ctx, binder, &mut rec, tier, &layer.o, at, aq, &sc.o, hidden, 0)?;
+            record_matmul(
+                ctx, binder, &mut rec, tier, &layer.o, at, aq, &sc.o, hidden, 0,
+            )?;
             let bind = binder.bind(ctx, &kr, &[&sc.o, &self.vecs, &sc.x, &sc.xn])?;
-            rec.dispatch(&kr, bind, &[nn, hidden, layer.post_attn, layer.ffn_norm, eps], nn);
+            rec.dispatch(
+                &kr,
+                bind,
+                &[nn, hidden, layer.post_attn, layer.ffn_norm, eps],
+                nn,
+            );
             // MLP.
             let gq = self.maybe_quantize(
                 binder,
@@ -911,8 +938,30 @@ impl GpuModel {
                 hidden,
                 &sc.xq,
             )?;
-            record_matmul(ctx, binder, &mut rec, tier, &layer.gate, xn, gq, &sc.gu, 2 * ffn, 0)?;
-            record_matmul(ctx, binder, &mut rec, tier, &layer.up, xn, gq, &sc.gu, 2 * ffn, ffn)?;
+            record_matmul(
+                ctx,
+                binder,
+                &mut rec,
+                tier,
+                &layer.gate,
+                xn,
+                gq,
+                &sc.gu,
+                2 * ffn,
+                0,
+            )?;
+            record_matmul(
+                ctx,
+                binder,
+                &mut rec,
+                tier,
+                &layer.up,
+                xn,
+                gq,
+                &sc.gu,
+                2 * ffn,
+                ffn,
+            )?;
             let bind = binder.bind(ctx, &kact, &[&sc.gu])?;
             let gelu = (s.activation == Activation::GeluTanh) as u32;
             rec.dispatch(&kact, bind, &[nn, ffn, gelu], (nn * ffn).div_ceil(64));
@@ -923,7 +972,18 @@ impl GpuModel {
                 n: nn,
             };
             let hq = self.maybe_quantize(binder, &mut rec, tier, &[&layer.down], h, ffn, &sc.xq)?;
-            record_matmul(ctx, binder, &mut rec, tier, &layer.down, h, hq, &sc.o, hidden, 0)?;
+            record_matmul(
+                ctx,
+                binder,
+                &mut rec,
+                tier,
+                &layer.down,
+                h,
+                hq,
+                &sc.o,
+                hidden,
+                0,
+            )?;
             let next = self.layers.get(l + 1).map_or(NONE, |n| n.attn_norm);
             let bind = binder.bind(ctx, &kr, &[&sc.o, &self.vecs, &sc.x, &sc.xn])?;
             rec.dispatch(&kr, bind, &[nn, hidden, layer.post_ffn, next, eps], nn);
@@ -950,7 +1010,13 @@ impl GpuModel {
             let w = (wanted.len() - start).min(sc.logit_rows);
             let wn = w as u32;
             let bind = binder.bind(ctx, &kn, &[&sc.x, &self.vecs, &sc.meta, &sc.hn])?;
-            let p = [wn, hidden, self.output_norm, (wanted_off + start) as u32, eps];
+            let p = [
+                wn,
+                hidden,
+                self.output_norm,
+                (wanted_off + start) as u32,
+                eps,
+            ];
             rec.dispatch(&kn, bind, &p, wn);
             let hn = Acts {
                 buf: &sc.hn,
@@ -960,7 +1026,9 @@ impl GpuModel {
             };
             let hq = self.maybe_quantize(binder, &mut rec, tier, &[head], hn, hidden, &sc.xq)?;
             let vocab = s.vocab as u32;
-            record_matmul(ctx, binder, &mut rec, tier, head, hn, hq, &sc.logits, vocab, 0)?;
+            record_matmul(
+                ctx, binder, &mut rec, tier, head, hn, hq, &sc.logits, vocab, 0,
+            )?;
             binder.encode(ctx, &rec, &mut enc)?;
             let bytes = (w * s.vocab * 4) as u64;
             enc.copy_buffer_to_buffer(&sc.logits.raw, 0, &sc.staging.raw, 0, bytes);

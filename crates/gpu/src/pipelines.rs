@@ -1,10 +1,11 @@
 //! Compiled kernels (cached by their specialisation), buffers with ids, bind groups, and the
 //! recorder that turns a list of dispatches into one compute pass.
 //!
-//! Every shader follows one binding convention: binding 0 is a 64-byte uniform block of
-//! parameters at a dynamic offset, then `reads` read-only storage buffers, then `writes`
-//! read-write ones. So one bind group serves every pipeline with the same buffers (all NR
-//! buckets and tiers of a matvec), and one uniform buffer holds the parameters of a whole pass.
+//! Every shader follows one binding convention: group 0 holds `reads` read-only storage buffers
+//! (bindings 1..), then `writes` read-write ones; group 1 binding 0 is a 64-byte uniform block
+//! of parameters at a dynamic offset. So one bind group serves every pipeline with the same
+//! buffers (all row buckets and tiers of a matvec), and one uniform buffer holds the parameters
+//! of a whole pass, growing as needed without touching the cached bind groups.
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
@@ -46,6 +47,7 @@ pub(crate) struct KernelSpec {
 pub(crate) struct KernelCache {
     kernels: HashMap<String, Arc<Kernel>>,
     layouts: HashMap<Sig, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
+    params: Option<wgpu::BindGroupLayout>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -57,53 +59,68 @@ pub(crate) struct Buf {
     pub bytes: u64,
 }
 
+fn entry(binding: u32, ty: wgpu::BufferBindingType, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty,
+            has_dynamic_offset: dynamic,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
 impl GpuContext {
+    /// Group 1: the parameter block, at a dynamic offset.
+    fn params_layout(&self, cache: &mut KernelCache) -> wgpu::BindGroupLayout {
+        cache
+            .params
+            .get_or_insert_with(|| {
+                self.device
+                    .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                        label: Some("thinkscope parameters"),
+                        entries: &[entry(0, wgpu::BufferBindingType::Uniform, true)],
+                    })
+            })
+            .clone()
+    }
+
     fn layouts(
         &self,
         cache: &mut KernelCache,
         sig: Sig,
     ) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
-        cache
-            .layouts
-            .entry(sig)
-            .or_insert_with(|| {
-                let entry = |binding: u32, ty: wgpu::BufferBindingType, dynamic: bool| {
-                    wgpu::BindGroupLayoutEntry {
-                        binding,
-                        visibility: wgpu::ShaderStages::COMPUTE,
-                        ty: wgpu::BindingType::Buffer {
-                            ty,
-                            has_dynamic_offset: dynamic,
-                            min_binding_size: None,
-                        },
-                        count: None,
-                    }
-                };
-                let mut entries = vec![entry(0, wgpu::BufferBindingType::Uniform, true)];
-                for i in 0..sig.reads + sig.writes {
-                    let read_only = i < sig.reads;
-                    entries.push(entry(
-                        1 + i as u32,
-                        wgpu::BufferBindingType::Storage { read_only },
-                        false,
-                    ));
-                }
-                let bgl = self
-                    .device
-                    .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                        label: Some("thinkscope"),
-                        entries: &entries,
-                    });
-                let pl = self
-                    .device
-                    .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                        label: Some("thinkscope"),
-                        bind_group_layouts: &[Some(&bgl)],
-                        immediate_size: 0,
-                    });
-                (bgl, pl)
+        if let Some(l) = cache.layouts.get(&sig) {
+            return l.clone();
+        }
+        let params = self.params_layout(cache);
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = (0..sig.reads + sig.writes)
+            .map(|i| {
+                let read_only = i < sig.reads;
+                entry(
+                    1 + i as u32,
+                    wgpu::BufferBindingType::Storage { read_only },
+                    false,
+                )
             })
-            .clone()
+            .collect();
+        let bgl = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("thinkscope buffers"),
+                entries: &entries,
+            });
+        let pl = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("thinkscope"),
+                bind_group_layouts: &[Some(&bgl), Some(&params)],
+                immediate_size: 0,
+            });
+        cache.layouts.insert(sig, (bgl.clone(), pl.clone()));
+        (bgl, pl)
     }
 
     /// The pipeline for `spec`, compiled on first use.
@@ -170,6 +187,14 @@ impl GpuContext {
             .lock()
             .map_err(|_| GpuError::Device("kernel cache poisoned".into()))?;
         Ok(self.layouts(&mut cache, sig).0)
+    }
+
+    fn params_bind_layout(&self) -> Result<wgpu::BindGroupLayout, GpuError> {
+        let mut cache = self
+            .kernels
+            .lock()
+            .map_err(|_| GpuError::Device("kernel cache poisoned".into()))?;
+        Ok(self.params_layout(&mut cache))
     }
 
     /// A buffer of `bytes` (rounded up to 16) for `usage`; out-of-memory is an error, not a panic.
@@ -267,32 +292,18 @@ impl GpuContext {
     }
 }
 
-/// Bind groups over one parameter buffer, cached by the buffers they bind.
+/// Bind groups cached by the buffers they bind, and the parameter buffer of the passes.
 pub(crate) struct Binder {
-    params: Buf,
-    slots: usize,
+    params: Option<(Buf, wgpu::BindGroup, usize)>,
     cache: HashMap<(Sig, Vec<u64>), wgpu::BindGroup>,
 }
 
 impl Binder {
-    pub fn new(ctx: &GpuContext, slots: usize) -> Result<Self, GpuError> {
-        Ok(Self {
-            params: ctx.buffer(
-                "parameters",
-                slots as u64 * SLOT,
-                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            )?,
-            slots,
+    pub fn new() -> Self {
+        Self {
+            params: None,
             cache: HashMap::new(),
-        })
-    }
-
-    /// Room for `slots` dispatches; growing drops every cached bind group.
-    pub fn ensure(&mut self, ctx: &GpuContext, slots: usize) -> Result<(), GpuError> {
-        if slots > self.slots {
-            *self = Self::new(ctx, slots.next_power_of_two())?;
         }
-        Ok(())
     }
 
     /// Forget cached bind groups (a bound buffer was replaced).
@@ -322,20 +333,14 @@ impl Binder {
             return Ok(bg.clone());
         }
         let layout = ctx.bind_layout(sig)?;
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &self.params.raw,
-                offset: 0,
-                size: NonZeroU64::new(64),
-            }),
-        }];
-        for (i, b) in bufs.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = bufs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
                 binding: 1 + i as u32,
                 resource: b.raw.as_entire_binding(),
-            });
-        }
+            })
+            .collect();
         let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &layout,
@@ -345,23 +350,50 @@ impl Binder {
         Ok(bg)
     }
 
+    /// The parameter buffer and its bind group, with room for `slots` blocks.
+    fn params(
+        &mut self,
+        ctx: &GpuContext,
+        slots: usize,
+    ) -> Result<(&Buf, &wgpu::BindGroup), GpuError> {
+        if self.params.as_ref().is_none_or(|(_, _, n)| *n < slots) {
+            let n = slots.next_power_of_two().max(64);
+            let buf = ctx.buffer(
+                "parameters",
+                n as u64 * SLOT,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            )?;
+            let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("parameters"),
+                layout: &ctx.params_bind_layout()?,
+                entries: &[wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &buf.raw,
+                        offset: 0,
+                        size: NonZeroU64::new(64),
+                    }),
+                }],
+            });
+            self.params = Some((buf, bg, n));
+        }
+        match &self.params {
+            Some((b, g, _)) => Ok((b, g)),
+            None => Err(GpuError::Device("no parameter buffer".into())),
+        }
+    }
+
     /// Record `rec` into `enc` as one compute pass, its parameters written first.
     pub fn encode(
-        &self,
+        &mut self,
         ctx: &GpuContext,
         rec: &Recorder,
         enc: &mut wgpu::CommandEncoder,
     ) -> Result<(), GpuError> {
-        if rec.cmds.len() > self.slots {
-            return Err(GpuError::Invalid(format!(
-                "{} dispatches for {} parameter slots",
-                rec.cmds.len(),
-                self.slots
-            )));
-        }
         if rec.cmds.is_empty() {
             return Ok(());
         }
+        let (params, params_bg) = self.params(ctx, rec.cmds.len())?;
         let mut bytes = Vec::with_capacity(rec.cmds.len() * SLOT as usize);
         for c in &rec.cmds {
             let mut slot = [0u8; SLOT as usize];
@@ -370,14 +402,15 @@ impl Binder {
             }
             bytes.extend_from_slice(&slot);
         }
-        ctx.queue.write_buffer(&self.params.raw, 0, &bytes);
+        ctx.queue.write_buffer(&params.raw, 0, &bytes);
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("forward"),
             timestamp_writes: None,
         });
         for (i, c) in rec.cmds.iter().enumerate() {
             pass.set_pipeline(&c.kernel.pipeline);
-            pass.set_bind_group(0, &c.bind, &[(i as u64 * SLOT) as u32]);
+            pass.set_bind_group(0, &c.bind, &[]);
+            pass.set_bind_group(1, params_bg, &[(i as u64 * SLOT) as u32]);
             pass.dispatch_workgroups(c.groups.0, c.groups.1, 1);
         }
         Ok(())

@@ -20,14 +20,26 @@ const SOURCES: &[(&str, &str)] = &[
         "matmul_dot8.wgsl",
         include_str!("../../../shaders/matmul_dot8.wgsl"),
     ),
-    ("quantize.wgsl", include_str!("../../../shaders/quantize.wgsl")),
+    (
+        "quantize.wgsl",
+        include_str!("../../../shaders/quantize.wgsl"),
+    ),
     ("embed.wgsl", include_str!("../../../shaders/embed.wgsl")),
     ("norm.wgsl", include_str!("../../../shaders/norm.wgsl")),
-    ("residual.wgsl", include_str!("../../../shaders/residual.wgsl")),
+    (
+        "residual.wgsl",
+        include_str!("../../../shaders/residual.wgsl"),
+    ),
     ("qkv.wgsl", include_str!("../../../shaders/qkv.wgsl")),
-    ("attention.wgsl", include_str!("../../../shaders/attention.wgsl")),
+    (
+        "attention.wgsl",
+        include_str!("../../../shaders/attention.wgsl"),
+    ),
     ("act.wgsl", include_str!("../../../shaders/act.wgsl")),
-    ("kv_copy.wgsl", include_str!("../../../shaders/kv_copy.wgsl")),
+    (
+        "kv_copy.wgsl",
+        include_str!("../../../shaders/kv_copy.wgsl"),
+    ),
 ];
 
 fn source(name: &str) -> Result<&'static str, String> {
@@ -129,11 +141,15 @@ mod tests {
         assert!(holds("C || B", &f));
         assert!(!holds("!A && !C", &f));
         assert!(holds("!C && A", &f));
-        let s = build("matvec.wgsl", &["FMT_Q4_0", "K_U4"], &[
-            ("NR".into(), "4".into()),
-            ("R".into(), "2".into()),
-            ("MIN_OFFSET".into(), "-8.0".into()),
-        ])
+        let s = build(
+            "matvec.wgsl",
+            &["FMT_Q4_0", "K_U4"],
+            &[
+                ("NR".into(), "4".into()),
+                ("S".into(), "2".into()),
+                ("MIN_OFFSET".into(), "-8.0".into()),
+            ],
+        )
         .expect("builds");
         assert!(s.contains("const NR: u32 = 4u;"));
         assert!(!s.contains("#if"));

@@ -62,7 +62,13 @@ fn spec(f: Family) -> GpuModelSpec {
         Family::Gemma => (256, 4, 1, 32, 512, 12),
     };
     let n_layer = 2;
-    let base = |l: usize| if f == Family::Gemma && l == 0 { 10_000.0 } else { 1_000_000.0 };
+    let base = |l: usize| {
+        if f == Family::Gemma && l == 0 {
+            10_000.0
+        } else {
+            1_000_000.0
+        }
+    };
     GpuModelSpec {
         hidden,
         n_layer,
@@ -138,7 +144,8 @@ fn build(ctx: &std::sync::Arc<GpuContext>, f: Family, tier: Tier) -> (GpuModel, 
     };
     let (h, q, kv) = (s.hidden, s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
     let embed = mat(&mut b, Slot::Embed, q8, s.vocab, h, 1.0);
-    let output = (f != Family::Llama).then(|| mat(&mut b, Slot::Output, formats[0], s.vocab, h, 0.3));
+    let output =
+        (f != Family::Llama).then(|| mat(&mut b, Slot::Output, formats[0], s.vocab, h, 0.3));
     let mut layers = Vec::new();
     let mut vrng = Rng(99);
     for l in 0..s.n_layer {
@@ -157,14 +164,18 @@ fn build(ctx: &std::sync::Arc<GpuContext>, f: Family, tier: Tier) -> (GpuModel, 
         .enumerate()
         {
             let fmt = formats[i % formats.len()];
-            mats.push((slot, mat(&mut b, Slot::Layer(l, slot), fmt, rows, cols, w * 3.0)));
+            mats.push((
+                slot,
+                mat(&mut b, Slot::Layer(l, slot), fmt, rows, cols, w * 3.0),
+            ));
         }
         let mut vecs = Vec::new();
-        let mut vec = |slot: LayerSlot, len: usize, center: f32, vecs: &mut Vec<(LayerSlot, Vec<f32>)>| {
-            let v: Vec<f32> = (0..len).map(|_| center + vrng.sym(0.2)).collect();
-            b.vector(Slot::Layer(l, slot), &v).expect("vector");
-            vecs.push((slot, v));
-        };
+        let mut vec =
+            |slot: LayerSlot, len: usize, center: f32, vecs: &mut Vec<(LayerSlot, Vec<f32>)>| {
+                let v: Vec<f32> = (0..len).map(|_| center + vrng.sym(0.2)).collect();
+                b.vector(Slot::Layer(l, slot), &v).expect("vector");
+                vecs.push((slot, v));
+            };
         vec(LayerSlot::AttnNorm, h, 1.0, &mut vecs);
         vec(LayerSlot::FfnNorm, h, 1.0, &mut vecs);
         if s.qkv_bias {
@@ -306,7 +317,11 @@ fn reference(m: &Reference, tokens: &[u32]) -> Vec<Vec<f64>> {
                     let a = match s.activation {
                         Activation::Silu => g / (1.0 + (-g).exp()),
                         Activation::GeluTanh => {
-                            0.5 * g * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g)).tanh())
+                            0.5 * g
+                                * (1.0
+                                    + ((2.0 / std::f64::consts::PI).sqrt()
+                                        * (g + 0.044715 * g * g * g))
+                                        .tanh())
                         }
                     };
                     a * u
@@ -345,7 +360,9 @@ fn compare(what: &str, got: &[Vec<f32>], want: &[Vec<f64>], tol: f64) -> f64 {
     let mut worst = 0f64;
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert_eq!(g.len(), w.len());
-        let (lo, hi) = w.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        let (lo, hi) = w
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
         let diff = g
             .iter()
             .zip(w)
@@ -363,13 +380,26 @@ fn compare(what: &str, got: &[Vec<f32>], want: &[Vec<f64>], tol: f64) -> f64 {
 
 fn run(f: Family, tier: Tier) {
     let Some(ctx) = device() else { return };
+    run_on(&ctx, f, tier);
+}
+
+fn run_on(ctx: &std::sync::Arc<GpuContext>, f: Family, tier: Tier) {
     let t0 = std::time::Instant::now();
     let tier = tier.min(ctx.available());
     let tol = if tier.int8 { 3e-2 } else { 5e-4 };
-    let (model, r) = build(&ctx, f, tier);
+    let (model, r) = build(ctx, f, tier);
     let mut kv: GpuKv = model.new_kv();
     let mut blocks = Blocks { next: 0 };
-    let name = format!("{:?}/{}", f as u8, tier.name());
+    let name = format!(
+        "{:?}/{}/{}",
+        f as u8,
+        tier.name(),
+        if ctx.cpu_shapes() {
+            "cpu shapes"
+        } else {
+            "gpu shapes"
+        }
+    );
     let mut worst = 0f64;
 
     // A: a 21-token prompt, every logits row (tiled matmul path).
@@ -382,7 +412,14 @@ fn run(f: Family, tier: Tier) {
         all_logits: true,
     }];
     let out = model
-        .forward(&mut kv, &ForwardBatch { items: &items, copies: &[], blocks_in_use: 64 })
+        .forward(
+            &mut kv,
+            &ForwardBatch {
+                items: &items,
+                copies: &[],
+                blocks_in_use: 64,
+            },
+        )
         .expect("prefill");
     let ra = reference(&r, &a_tokens);
     worst = worst.max(compare(&format!("{name} prefill"), &out[0], &ra, tol));
@@ -398,32 +435,83 @@ fn run(f: Family, tier: Tier) {
     let mut c_hist = a_tokens.clone();
     c_hist.extend([123, 45]);
     let items = [
-        ForwardItem { blocks: &a_blocks[..2], start: 21, tokens: &[77], all_logits: false },
-        ForwardItem { blocks: &b_blocks, start: 0, tokens: &b_tokens, all_logits: true },
-        ForwardItem { blocks: &c_blocks, start: 21, tokens: &[123, 45], all_logits: true },
+        ForwardItem {
+            blocks: &a_blocks[..2],
+            start: 21,
+            tokens: &[77],
+            all_logits: false,
+        },
+        ForwardItem {
+            blocks: &b_blocks,
+            start: 0,
+            tokens: &b_tokens,
+            all_logits: true,
+        },
+        ForwardItem {
+            blocks: &c_blocks,
+            start: 21,
+            tokens: &[123, 45],
+            all_logits: true,
+        },
     ];
     let out = model
         .forward(
             &mut kv,
-            &ForwardBatch { items: &items, copies: &[(a_blocks[1], c_own[0])], blocks_in_use: 64 },
+            &ForwardBatch {
+                items: &items,
+                copies: &[(a_blocks[1], c_own[0])],
+                blocks_in_use: 64,
+            },
         )
         .expect("batch");
     assert_eq!(out[0].len(), 1);
-    worst = worst.max(compare(&format!("{name} decode A"), &out[0], &reference(&r, &a_hist)[21..], tol));
-    worst = worst.max(compare(&format!("{name} prefill B"), &out[1], &reference(&r, &b_tokens), tol));
-    worst = worst.max(compare(&format!("{name} fork C"), &out[2], &reference(&r, &c_hist)[21..], tol));
+    worst = worst.max(compare(
+        &format!("{name} decode A"),
+        &out[0],
+        &reference(&r, &a_hist)[21..],
+        tol,
+    ));
+    worst = worst.max(compare(
+        &format!("{name} prefill B"),
+        &out[1],
+        &reference(&r, &b_tokens),
+        tol,
+    ));
+    worst = worst.max(compare(
+        &format!("{name} fork C"),
+        &out[2],
+        &reference(&r, &c_hist)[21..],
+        tol,
+    ));
 
     // A alone for a few more steps, past a block boundary and far past the window; the fork's
     // writes must not have touched A's blocks.
     for t in [200u32, 3, 150, 299, 0, 42, 8, 9, 10, 11, 12] {
         let p = a_hist.len();
-        let items = [ForwardItem { blocks: &a_blocks, start: p, tokens: &[t], all_logits: false }];
+        let items = [ForwardItem {
+            blocks: &a_blocks,
+            start: p,
+            tokens: &[t],
+            all_logits: false,
+        }];
         let out = model
-            .forward(&mut kv, &ForwardBatch { items: &items, copies: &[], blocks_in_use: 64 })
+            .forward(
+                &mut kv,
+                &ForwardBatch {
+                    items: &items,
+                    copies: &[],
+                    blocks_in_use: 64,
+                },
+            )
             .expect("decode");
         a_hist.push(t);
         let want = reference(&r, &a_hist);
-        worst = worst.max(compare(&format!("{name} decode A@{p}"), &out[0], &want[p..], tol));
+        worst = worst.max(compare(
+            &format!("{name} decode A@{p}"),
+            &out[0],
+            &want[p..],
+            tol,
+        ));
     }
     eprintln!(
         "{name}: worst {worst:.2e} of the range (bound {tol}), {:.1} s",
@@ -434,19 +522,75 @@ fn run(f: Family, tier: Tier) {
 #[test]
 fn llama_shaped_model_matches_the_reference() {
     run(Family::Llama, Tier::F32);
-    run(Family::Llama, Tier { subgroup: true, f16: true, int8: true });
+    run(
+        Family::Llama,
+        Tier {
+            subgroup: true,
+            f16: true,
+            int8: true,
+        },
+    );
 }
 
 #[test]
 fn qwen_shaped_model_matches_the_reference() {
-    run(Family::Qwen, Tier { subgroup: true, f16: false, int8: false });
-    run(Family::Qwen, Tier { subgroup: false, f16: true, int8: true });
+    run(
+        Family::Qwen,
+        Tier {
+            subgroup: true,
+            f16: false,
+            int8: false,
+        },
+    );
+    run(
+        Family::Qwen,
+        Tier {
+            subgroup: false,
+            f16: true,
+            int8: true,
+        },
+    );
 }
 
 #[test]
 fn gemma3_shaped_model_matches_the_reference() {
-    run(Family::Gemma, Tier { subgroup: true, f16: true, int8: false });
-    run(Family::Gemma, Tier { subgroup: true, f16: true, int8: true });
+    run(
+        Family::Gemma,
+        Tier {
+            subgroup: true,
+            f16: true,
+            int8: false,
+        },
+    );
+    run(
+        Family::Gemma,
+        Tier {
+            subgroup: true,
+            f16: true,
+            int8: true,
+        },
+    );
+}
+
+/// The other adapter kind's kernel shapes (on lavapipe: the GPU's tiled matmuls and split rows).
+#[test]
+fn other_kernel_shapes_match_the_reference() {
+    let Some(ctx) = device() else { return };
+    let options = thinkscope_gpu::OpenOptions {
+        cpu_shapes: Some(!ctx.cpu_shapes()),
+        ..thinkscope_gpu::OpenOptions::new(thinkscope_gpu::AdapterChoice::Any)
+    };
+    let other = GpuContext::open(&options).expect("device");
+    run_on(&other, Family::Gemma, Tier::F32);
+    run_on(
+        &other,
+        Family::Qwen,
+        Tier {
+            subgroup: true,
+            f16: true,
+            int8: true,
+        },
+    );
 }
 
 #[test]
@@ -456,24 +600,58 @@ fn bad_batches_are_errors_not_panics() {
     let mut kv = model.new_kv();
     let ok_blocks = [0u32, 1];
     let cases: Vec<(Vec<u32>, Vec<u32>, usize, usize)> = vec![
-        (vec![], ok_blocks.to_vec(), 0, 4),              // no tokens
-        (vec![300], ok_blocks.to_vec(), 0, 4),           // outside the vocabulary
-        (vec![1; 20], vec![0], 0, 4),                    // table too short
-        (vec![1], vec![9], 0, 4),                        // block not below blocks_in_use
-        (vec![1], ok_blocks.to_vec(), 127, 4),           // past the context
-        (vec![1], ok_blocks.to_vec(), 0, 1 << 30),       // more blocks than the device holds
+        (vec![], ok_blocks.to_vec(), 0, 4),        // no tokens
+        (vec![300], ok_blocks.to_vec(), 0, 4),     // outside the vocabulary
+        (vec![1; 20], vec![0], 0, 4),              // table too short
+        (vec![1], vec![9], 0, 4),                  // block not below blocks_in_use
+        (vec![1], ok_blocks.to_vec(), 127, 4),     // past the context
+        (vec![1], ok_blocks.to_vec(), 0, 1 << 30), // more blocks than the device holds
     ];
     for (tokens, table, start, in_use) in cases {
-        let items = [ForwardItem { blocks: &table, start, tokens: &tokens, all_logits: false }];
-        let r = model.forward(&mut kv, &ForwardBatch { items: &items, copies: &[], blocks_in_use: in_use });
-        assert!(r.is_err(), "{tokens:?} {table:?} {start} {in_use} was accepted");
+        let items = [ForwardItem {
+            blocks: &table,
+            start,
+            tokens: &tokens,
+            all_logits: false,
+        }];
+        let r = model.forward(
+            &mut kv,
+            &ForwardBatch {
+                items: &items,
+                copies: &[],
+                blocks_in_use: in_use,
+            },
+        );
+        assert!(
+            r.is_err(),
+            "{tokens:?} {table:?} {start} {in_use} was accepted"
+        );
     }
-    let items = [ForwardItem { blocks: &ok_blocks, start: 0, tokens: &[1], all_logits: false }];
-    let r = model.forward(&mut kv, &ForwardBatch { items: &items, copies: &[(0, 0)], blocks_in_use: 4 });
+    let items = [ForwardItem {
+        blocks: &ok_blocks,
+        start: 0,
+        tokens: &[1],
+        all_logits: false,
+    }];
+    let r = model.forward(
+        &mut kv,
+        &ForwardBatch {
+            items: &items,
+            copies: &[(0, 0)],
+            blocks_in_use: 4,
+        },
+    );
     assert!(r.is_err(), "a block copied onto itself");
     // The model still works after refusing.
     let out = model
-        .forward(&mut kv, &ForwardBatch { items: &items, copies: &[], blocks_in_use: 4 })
+        .forward(
+            &mut kv,
+            &ForwardBatch {
+                items: &items,
+                copies: &[],
+                blocks_in_use: 4,
+            },
+        )
         .expect("good batch");
     assert_eq!(out[0][0].len(), 300);
 }

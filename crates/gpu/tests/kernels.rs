@@ -35,7 +35,15 @@ fn block_mag(w: &[f32]) -> f64 {
     (2.0 * amax + (hi - lo)) as f64
 }
 
-fn check(ctx: &GpuContext, format: WeightFormat, rows: usize, cols: usize, n: usize, tier: Tier, seed: u64) {
+fn check(
+    ctx: &GpuContext,
+    format: WeightFormat,
+    rows: usize,
+    cols: usize,
+    n: usize,
+    tier: Tier,
+    seed: u64,
+) {
     let mut rng = Rng(seed);
     let bytes = random_weights(format, rows, cols, 0.1, &mut rng);
     let w = dequantize(format, rows, cols, &bytes);
@@ -58,7 +66,11 @@ fn check(ctx: &GpuContext, format: WeightFormat, rows: usize, cols: usize, n: us
         for r in 0..rows {
             let (xr, wr) = (&x[i * cols..(i + 1) * cols], &w[r * cols..(r + 1) * cols]);
             let exact: f64 = xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
-            let abs_sum: f64 = xr.iter().zip(wr).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+            let abs_sum: f64 = xr
+                .iter()
+                .zip(wr)
+                .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                .sum();
             let mag: f64 = wr
                 .chunks(32)
                 .zip(xr.chunks(32))
@@ -93,22 +105,51 @@ fn check(ctx: &GpuContext, format: WeightFormat, rows: usize, cols: usize, n: us
 #[test]
 fn every_format_and_tier_matches_the_cpu_kernels() {
     let Some(ctx) = device() else { return };
+    every_format_and_tier(&ctx);
+}
+
+/// The kernel shapes of the other kind of adapter: on lavapipe, the GPU's (mat-vec rows split
+/// over invocations, tiled matmuls); on a GPU, the CPU's.
+#[test]
+fn other_kernel_shapes_match_the_cpu_kernels_too() {
+    let Some(ctx) = device() else { return };
+    let options = OpenOptions {
+        cpu_shapes: Some(!ctx.adapter().software),
+        ..OpenOptions::new(AdapterChoice::Any)
+    };
+    let other = GpuContext::open(&options).expect("device");
+    every_format_and_tier(&other);
+}
+
+fn every_format_and_tier(ctx: &GpuContext) {
     eprintln!("adapter: {}", ctx.description());
     let t0 = std::time::Instant::now();
     for (fi, format) in ALL_FORMATS.into_iter().enumerate() {
-        let cols = if format.block_elems() == 256 { 512 } else { 320 };
-        // f16 changes only the attention kernel's loads, so the matmul tiers are the subsets of
-        // subgroup and int8.
-        for tier in ctx.available().subsets().into_iter().filter(|t| !t.f16) {
+        let cols = if format.block_elems() == 256 {
+            512
+        } else {
+            320
+        };
+        // Subgroups and f16 change only the norms' reductions and the attention kernel's loads
+        // (tests/forward.rs runs every tier there), so the matmul tiers are f32 and int8.
+        for tier in ctx
+            .available()
+            .subsets()
+            .into_iter()
+            .filter(|t| !t.f16 && !t.subgroup)
+        {
             for (j, n) in [1usize, 3, 16].into_iter().enumerate() {
-                check(&ctx, format, 37, cols, n, tier, (fi * 100 + j) as u64);
+                check(ctx, format, 37, cols, n, tier, (fi * 100 + j) as u64);
             }
         }
         // Prefill: the tiled matmuls (f32, and int8 where the format has codes).
-        check(&ctx, format, 70, cols, 40, Tier::F32, fi as u64 + 7);
+        check(ctx, format, 70, cols, 40, Tier::F32, fi as u64 + 7);
         if ctx.available().int8 && format.has_codes() {
-            let int8 = Tier { int8: true, ..Tier::F32 };
-            check(&ctx, format, 70, cols, 40, int8, fi as u64 + 8);
+            let int8 = Tier {
+                int8: true,
+                ..Tier::F32
+            };
+            check(ctx, format, 70, cols, 40, int8, fi as u64 + 8);
         }
     }
     eprintln!("all formats and tiers: {:.1} s", t0.elapsed().as_secs_f64());
@@ -131,7 +172,12 @@ fn matrices_above_the_binding_limit_are_split_by_rows() {
         let mut rng = Rng(5);
         let bytes = random_weights(format, 100, 256, 0.1, &mut rng);
         let m = GpuMatrix::upload(&ctx, format, 100, 256, &bytes).expect("upload");
-        assert!(m.part_count() > 1, "{} split into {}", format.name(), m.part_count());
+        assert!(
+            m.part_count() > 1,
+            "{} split into {}",
+            format.name(),
+            m.part_count()
+        );
         for n in [1, 5, 20] {
             check(&ctx, format, 100, 256, n, ctx.available(), 9 + n as u64);
         }

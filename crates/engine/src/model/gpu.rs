@@ -162,8 +162,20 @@ impl GpuBackend {
             ] {
                 matrix(&mut b, gguf, &n(t), s(slot), rows, cols)?;
             }
-            vector(&mut b, gguf, &n("attn_norm.weight"), s(LayerSlot::AttnNorm), h)?;
-            vector(&mut b, gguf, &n("ffn_norm.weight"), s(LayerSlot::FfnNorm), h)?;
+            vector(
+                &mut b,
+                gguf,
+                &n("attn_norm.weight"),
+                s(LayerSlot::AttnNorm),
+                h,
+            )?;
+            vector(
+                &mut b,
+                gguf,
+                &n("ffn_norm.weight"),
+                s(LayerSlot::FfnNorm),
+                h,
+            )?;
             if c.qkv_bias {
                 for (t, slot, len) in [
                     ("attn_q.bias", LayerSlot::QBias, q),
@@ -179,13 +191,31 @@ impl GpuBackend {
                 }
             }
             if c.qk_norm {
-                vector(&mut b, gguf, &n("attn_q_norm.weight"), s(LayerSlot::QNorm), c.head_dim)?;
-                vector(&mut b, gguf, &n("attn_k_norm.weight"), s(LayerSlot::KNorm), c.head_dim)?;
+                vector(
+                    &mut b,
+                    gguf,
+                    &n("attn_q_norm.weight"),
+                    s(LayerSlot::QNorm),
+                    c.head_dim,
+                )?;
+                vector(
+                    &mut b,
+                    gguf,
+                    &n("attn_k_norm.weight"),
+                    s(LayerSlot::KNorm),
+                    c.head_dim,
+                )?;
             }
             if c.post_norms {
                 let pa = s(LayerSlot::PostAttnNorm);
                 vector(&mut b, gguf, &n("post_attention_norm.weight"), pa, h)?;
-                vector(&mut b, gguf, &n("post_ffw_norm.weight"), s(LayerSlot::PostFfnNorm), h)?;
+                vector(
+                    &mut b,
+                    gguf,
+                    &n("post_ffw_norm.weight"),
+                    s(LayerSlot::PostFfnNorm),
+                    h,
+                )?;
             }
         }
         let model = b.finish().map_err(gpu_err)?;

@@ -85,7 +85,9 @@ impl Model {
             (ComputeDevice::Gpu(_), DevicePref::Auto) => match Self::load_on(path, &sel.device) {
                 Ok(m) => Ok((m, sel.note)),
                 Err(e) => {
-                    let note = format!("the GPU could not run this model ({e}); running on the CPU kernels");
+                    let note = format!(
+                        "the GPU could not run this model ({e}); running on the CPU kernels"
+                    );
                     Ok((Self::load(path, &Device::Cpu)?, Some(note)))
                 }
             },
