@@ -201,7 +201,10 @@ impl WorkerLoop {
         let (req_tx, req_rx) = unbounded();
         let (int_tx, int_rx) = unbounded();
         let gpu = model.backend().info().gpu;
-        let energy = EnergyMeter::detect(rayon::current_num_threads(), gpu);
+        let energy = model
+            .backend()
+            .energy_meter()
+            .unwrap_or_else(|| EnergyMeter::detect(rayon::current_num_threads(), gpu));
         Self {
             engine: Engine::new(model.clone(), options.kv_budget_bytes).expect("engine"),
             model,

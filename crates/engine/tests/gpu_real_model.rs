@@ -130,7 +130,10 @@ fn gpu_greedy_ids_match_llama_cpp_and_the_cpu() {
                 .find(|a| a.id == theirs)
                 .unwrap_or_else(|| panic!("llama.cpp's token {theirs} is not in our top 10"));
             let gap = step.logprob - alt.logprob;
-            assert!(gap < NEAR_TIE_NATS, "diverged at token {same} by {gap} nats");
+            assert!(
+                gap < NEAR_TIE_NATS,
+                "diverged at token {same} by {gap} nats"
+            );
         }
     }
 }

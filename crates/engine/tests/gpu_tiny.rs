@@ -90,7 +90,11 @@ fn gpu_matches_cpu(spec: TinySpec) {
         let got = gpu.prefill(sg, &prompt).expect("gpu prefill");
         let d = max_abs_diff(&got, &want) / range(&want);
         worst = worst.max(d);
-        assert!(d < tol, "prefill of {} tokens: {d} of the range", prompt.len());
+        assert!(
+            d < tol,
+            "prefill of {} tokens: {d} of the range",
+            prompt.len()
+        );
         seqs.push((sc, sg));
     }
     for step in 0..4u32 {
@@ -114,8 +118,7 @@ fn gpu_matches_cpu(spec: TinySpec) {
     }
     eprintln!(
         "{:?} on {}: GPU vs CPU worst {worst:.2e} of the logits range (bound {tol})",
-        spec.arch,
-        p.gpu.info.device
+        spec.arch, p.gpu.info.device
     );
 }
 
@@ -164,7 +167,10 @@ fn batched_matches_single(spec: TinySpec) {
                 .decode(&[(s, 50 + step as u32 * 3 + i as u32)])
                 .expect("decode");
             let diff = max_abs_diff(&logits[0], &batch_out[i]);
-            assert!(diff < 1e-4, "seq {i} step {step}: batched differs by {diff}");
+            assert!(
+                diff < 1e-4,
+                "seq {i} step {step}: batched differs by {diff}"
+            );
         }
     }
 }
@@ -230,7 +236,10 @@ fn fork_matches_recompute(spec: TinySpec) {
             let want = &all[prompt.len() + step];
             let diff = max_abs_diff(want, &forked[k][step]) / range(want);
             worst = worst.max(diff);
-            assert!(diff < 1e-3, "fork {k} step {step} differs from recompute by {diff}");
+            assert!(
+                diff < 1e-3,
+                "fork {k} step {step} differs from recompute by {diff}"
+            );
         }
     }
     let mut fresh = Engine::new(model, 1 << 30).expect("engine");
@@ -240,7 +249,10 @@ fn fork_matches_recompute(spec: TinySpec) {
     let direct = fresh.prefill(s, &full).expect("prefill");
     let diff = max_abs_diff(&direct, &parent_next[0]) / range(&direct);
     assert!(diff < 1e-3, "parent cache was corrupted by a fork ({diff})");
-    eprintln!("{:?}: fork vs recompute worst {worst:.2e} of the range", spec.arch);
+    eprintln!(
+        "{:?}: fork vs recompute worst {worst:.2e} of the range",
+        spec.arch
+    );
 }
 
 #[test]
@@ -275,7 +287,10 @@ fn gpu_sliding_window_holds_gemma3() {
     split.prefill(s, &tokens[..239]).expect("prefill");
     let got = split.decode(&[(s, tokens[239])]).expect("decode");
     let d = max_abs_diff(&got[0], &want) / range(&want);
-    assert!(d < 1e-3, "decode differs from the one-pass prompt by {d} of the range");
+    assert!(
+        d < 1e-3,
+        "decode differs from the one-pass prompt by {d} of the range"
+    );
     let mut cpu = Engine::new(p.cpu.clone(), 1 << 30).expect("engine");
     let s = cpu.new_sequence();
     let cpu_logits = cpu.prefill(s, &tokens).expect("prefill");
@@ -285,7 +300,10 @@ fn gpu_sliding_window_holds_gemma3() {
     } else {
         0.03
     };
-    assert!(d < tol, "GPU differs from the CPU at position 239 by {d} of the range");
+    assert!(
+        d < tol,
+        "GPU differs from the CPU at position 239 by {d} of the range"
+    );
 }
 
 /// The cache budget is enforced against what the device can hold, and a refused step leaves

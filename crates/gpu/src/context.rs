@@ -135,6 +135,11 @@ impl AdapterSummary {
         }
     }
 
+    /// A discrete (not integrated, virtual or software) GPU.
+    pub fn is_discrete(&self) -> bool {
+        !self.software && self.device_type == wgpu::DeviceType::DiscreteGpu
+    }
+
     /// Short name: "llvmpipe" rather than "llvmpipe (LLVM 15.0.6, 256 bits)".
     pub fn short_name(&self) -> &str {
         match self.name.find(" (") {
@@ -203,6 +208,7 @@ pub struct GpuContext {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     adapter: AdapterSummary,
+    info: wgpu::AdapterInfo,
     available: Tier,
     tier: Tier,
     /// Largest storage binding (and buffer) in bytes.
@@ -321,6 +327,7 @@ impl GpuContext {
         Ok(Arc::new(Self {
             device,
             queue,
+            info,
             adapter: summary,
             available,
             tier,
@@ -334,6 +341,11 @@ impl GpuContext {
     /// The adapter in use.
     pub fn adapter(&self) -> &AdapterSummary {
         &self.adapter
+    }
+
+    /// What wgpu reports about the adapter (vendor, PCI bus, driver).
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
     }
 
     /// The tier the model's passes use.

@@ -10,6 +10,7 @@
 //!   cache ([`GpuKv`]), described by a plain [`GpuModelSpec`] so the engine's GGUF loader can
 //!   feed it without this crate knowing GGUF.
 //! - [`ops`]: single kernels on host data, for tests against the CPU kernels.
+//! - [`power`]: the adapter's energy and memory counters (NVML, hwmon), where readable.
 //!
 //! This is the only crate of the workspace that depends on wgpu for compute.
 
@@ -21,6 +22,7 @@ mod matrix;
 mod model;
 pub mod ops;
 mod pipelines;
+pub mod power;
 mod shader;
 
 pub use context::{list_adapters, AdapterChoice, AdapterSummary, GpuContext, OpenOptions, Tier};

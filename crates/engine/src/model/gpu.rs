@@ -18,12 +18,16 @@ use super::gguf::GgufFile;
 use crate::backend::{
     BackendInfo, ForwardBackend, ForwardBatch, KvLayout, KvStorage, LogitsWanted, BLOCK_TOKENS,
 };
+use crate::cost::EnergyMeter;
 use crate::error::{EngineError, Result};
 
 /// Weights on the device and the pass that runs them.
 pub(crate) struct GpuBackend {
     model: GpuModel,
     config: ModelConfig,
+    /// Most cache bytes: what the per-layer buffers can bind, and at most 80% of the device
+    /// memory left free after the weights, where the platform reports it.
+    kv_limit: usize,
 }
 
 /// The cache's blocks in GPU buffers.
@@ -219,14 +223,23 @@ impl GpuBackend {
             }
         }
         let model = b.finish().map_err(gpu_err)?;
+        let by_binding = model.kv_max_blocks() * model.kv_block_bytes();
+        let memory = thinkscope_gpu::power::device_memory(model.context());
+        let kv_limit = match memory {
+            Some(m) => by_binding.min((m.free_bytes as f64 * 0.8) as usize),
+            None => by_binding,
+        };
         tracing::info!(
             device = %model.description(),
             weight_mb = model.weight_bytes() / (1 << 20),
+            kv_limit_mb = kv_limit / (1 << 20),
+            memory_known = memory.is_some(),
             "weights on the GPU"
         );
         Ok(Self {
             model,
             config: config.clone(),
+            kv_limit,
         })
     }
 
@@ -295,7 +308,21 @@ impl ForwardBackend for GpuBackend {
     }
 
     fn kv_budget_limit(&self) -> Option<usize> {
-        Some(self.model.kv_max_blocks() * self.model.kv_block_bytes())
+        Some(self.kv_limit)
+    }
+
+    fn energy_meter(&self) -> Option<EnergyMeter> {
+        let ctx = self.model.context();
+        Some(if ctx.adapter().software {
+            // A software adapter computes on the CPU: the CPU's meter, with every thread busy.
+            EnergyMeter::detect(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+                false,
+            )
+        } else {
+            let discrete = ctx.adapter().is_discrete();
+            EnergyMeter::for_gpu(thinkscope_gpu::power::GpuPower::detect(ctx), discrete)
+        })
     }
 
     fn forward(
