@@ -311,8 +311,10 @@ impl GpuContext {
                 slot.get_or_insert_with(|| e.to_string());
             }
         }));
-        let mut max_binding =
-            (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size) & !255;
+        let mut max_binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
+            & !255;
         if let Some(m) = options.max_binding_bytes {
             max_binding = max_binding.min(m.max(256));
         }

@@ -293,7 +293,7 @@ impl GpuModelBuilder {
             let at = flat.len() as u32;
             flat.extend_from_slice(v);
             // Keep offsets 4-float aligned.
-            while flat.len() % 4 != 0 {
+            while !flat.len().is_multiple_of(4) {
                 flat.push(0.0);
             }
             at
@@ -515,6 +515,29 @@ impl GpuModel {
             }
         }
         b
+    }
+
+    /// Formats of the weight matrices in GPU shaders and how many of each, e.g. "Q4_1 ×210,
+    /// Q8_0 ×1".
+    pub fn format_summary(&self) -> String {
+        let mut counts: Vec<(&'static str, usize)> = Vec::new();
+        let mats = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
+            .chain(std::iter::once(self.head()));
+        for m in mats {
+            let name = m.format().name();
+            match counts.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, c)) => *c += 1,
+                None => counts.push((name, 1)),
+            }
+        }
+        counts
+            .iter()
+            .map(|(n, c)| format!("{n} ×{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn head(&self) -> &GpuMatrix {

@@ -145,9 +145,9 @@ mod tests {
             "matvec.wgsl",
             &["FMT_Q4_0", "K_U4"],
             &[
-                ("NR".into(), "4".into()),
-                ("S".into(), "2".into()),
-                ("MIN_OFFSET".into(), "-8.0".into()),
+                ("NR", "4".into()),
+                ("S", "2".into()),
+                ("MIN_OFFSET", "-8.0".into()),
             ],
         )
         .expect("builds");

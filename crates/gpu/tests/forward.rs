@@ -62,7 +62,7 @@ fn spec(f: Family) -> GpuModelSpec {
         Family::Gemma => (256, 4, 1, 32, 512, 12),
     };
     let n_layer = 2;
-    let base = |l: usize| {
+    let base = |l: usize| -> f64 {
         if f == Family::Gemma && l == 0 {
             10_000.0
         } else {
@@ -87,7 +87,7 @@ fn spec(f: Family) -> GpuModelSpec {
         inv_freq: (0..n_layer)
             .map(|l| {
                 (0..pairs)
-                    .map(|i| (base(l) as f64).powf(-(i as f64) / pairs as f64) as f32)
+                    .map(|i| base(l).powf(-(i as f64) / pairs as f64) as f32)
                     .collect()
             })
             .collect(),

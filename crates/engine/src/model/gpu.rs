@@ -290,8 +290,9 @@ impl ForwardBackend for GpuBackend {
         BackendInfo {
             device: self.model.description(),
             kernels: format!(
-                "{n} of {n} weight matrices in GPU shaders (WGSL, {})",
-                self.model.tier().name()
+                "{n} of {n} weight matrices in GPU shaders (WGSL, {}; {})",
+                self.model.tier().name(),
+                self.model.format_summary()
             ),
             gpu: true,
         }

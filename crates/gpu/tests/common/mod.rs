@@ -66,7 +66,7 @@ pub fn random_weights(
                 let mut b: Vec<u8> = (0..source.block_bytes())
                     .map(|_| rng.next_u64() as u8)
                     .collect();
-                let mut d =
+                let d =
                     |lo: f32, hi: f32, rng: &mut Rng| h(scale * (lo + (hi - lo) * rng.uniform()));
                 match source {
                     Source::Q4_0 => b[..2].copy_from_slice(&d(0.1, 0.2, rng)),
