@@ -306,6 +306,26 @@ fn gpu_sliding_window_holds_gemma3() {
     );
 }
 
+/// `auto` takes a hardware GPU and never a software one; `gpu` takes a software one too.
+#[test]
+fn auto_never_takes_a_software_adapter() {
+    let hardware = thinkscope_gpu::list_adapters().iter().any(|a| !a.software);
+    let auto = device::select(DevicePref::Auto).expect("auto always has a device");
+    match (&auto.device, hardware) {
+        (ComputeDevice::Gpu(ctx), true) => assert!(!ctx.adapter().software),
+        (ComputeDevice::Cpu, false) => {
+            let note = auto.note.expect("auto says why it runs on the CPU");
+            assert!(note.contains("CPU"), "{note}");
+        }
+        (d, _) => panic!("auto chose {} with hardware={hardware}", d.describe()),
+    }
+    if let Some(ComputeDevice::Gpu(ctx)) = gpu() {
+        assert!(ctx.description().starts_with("GPU: "));
+    }
+    assert_eq!("gpu".parse::<DevicePref>(), Ok(DevicePref::Gpu));
+    assert!("cuda".parse::<DevicePref>().is_err());
+}
+
 /// The cache budget is enforced against what the device can hold, and a refused step leaves
 /// the sequence intact.
 #[test]

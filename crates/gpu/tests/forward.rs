@@ -593,6 +593,49 @@ fn other_kernel_shapes_match_the_reference() {
     );
 }
 
+/// Under a tiny binding limit the embedding and LM head are split into row parts, the cache
+/// holds four blocks, and 21 logits rows come back in chunks of a few (one submission each):
+/// the logits are still the reference's.
+#[test]
+fn split_weights_and_chunked_logits_match_the_reference() {
+    let Some(_) = device() else { return };
+    let options = thinkscope_gpu::OpenOptions {
+        max_binding_bytes: Some(8192),
+        ..thinkscope_gpu::OpenOptions::new(thinkscope_gpu::AdapterChoice::Any)
+    };
+    let ctx = GpuContext::open(&options).expect("device");
+    let (model, r) = build(&ctx, Family::Llama, Tier::F32);
+    assert_eq!(model.kv_max_blocks(), 4);
+    let mut kv = model.new_kv();
+    let tokens: Vec<u32> = (0..21).map(|i| (i * 41 + 3) % 300).collect();
+    let items = [ForwardItem {
+        blocks: &[3, 1],
+        start: 0,
+        tokens: &tokens,
+        all_logits: true,
+    }];
+    let out = model
+        .forward(
+            &mut kv,
+            &ForwardBatch {
+                items: &items,
+                copies: &[],
+                blocks_in_use: 4,
+            },
+        )
+        .expect("prefill");
+    compare("split", &out[0], &reference(&r, &tokens), 5e-4);
+    let too_many = model.forward(
+        &mut kv,
+        &ForwardBatch {
+            items: &items,
+            copies: &[],
+            blocks_in_use: 5,
+        },
+    );
+    assert!(too_many.is_err(), "more blocks than the device holds");
+}
+
 #[test]
 fn bad_batches_are_errors_not_panics() {
     let Some(ctx) = device() else { return };
