@@ -35,7 +35,14 @@ pub fn build_chat(model: &Model, messages: &[Message], format: PromptFormat) -> 
     let tok = &model.tokenizer;
     let ids = match (&model.template, format) {
         (Some(template), PromptFormat::Auto) => {
-            let text = template.render(messages)?;
+            // The template is the model file's code: when it fails (it does not compile, raises,
+            // or hits a limit) say so and how to run without it, rather than guess a format.
+            let text = template.render(messages).map_err(|e| match e {
+                EngineError::Template(m) => EngineError::Template(format!(
+                    "{m}; the prompt can still run as plain text (the raw prompt format)"
+                )),
+                e => e,
+            })?;
             let bos_in_text = tok
                 .bos_id
                 .and_then(|b| tok.piece(b))
@@ -46,7 +53,8 @@ pub fn build_chat(model: &Model, messages: &[Message], format: PromptFormat) -> 
                 tok.encode_prompt(&text)?
             }
         }
-        _ => {
+        // Plain completion never touches the template, so it works whatever the template does.
+        (None, PromptFormat::Auto) | (_, PromptFormat::Raw) => {
             let text: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
             tok.encode_prompt(&text.join("\n\n"))?
         }

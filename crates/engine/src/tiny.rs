@@ -3,15 +3,14 @@
 //! It has a real byte-level BPE vocabulary (every byte plus a few merges and chat markup), a chat
 //! template, Q8_0 matmul weights and f32 norms, in the llama or gemma3 layout.
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
-use crate::error::{EngineError, Result};
+use crate::atomic::AtomicFile;
+use crate::error::Result;
 use crate::model::config::Arch;
 use crate::model::sampling::Rng;
 pub use crate::quantize::rewrite_gguf;
@@ -213,10 +212,9 @@ pub fn write_tiny_model(path: &Path, spec: &TinySpec) -> Result<()> {
         meta.push((format!("{a}.attention.sliding_window_pattern"), u32v(4)));
     }
 
-    let file = File::create(path).map_err(|e| EngineError::io(path, e))?;
-    let mut w = BufWriter::new(file);
+    let mut w = AtomicFile::create(path)?;
     let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     gguf_file::write(&mut w, &meta_refs, &tensor_refs)?;
-    Ok(())
+    w.commit()
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use thinkscope_engine::device::{self, ComputeDevice, DevicePref};
 use thinkscope_engine::model::config::Arch;
 use thinkscope_engine::tiny::{write_tiny_model, TinySpec};
-use thinkscope_engine::{Engine, Model};
+use thinkscope_engine::{Engine, Model, SeqId};
 
 /// The best adapter, software included; `None` (reason printed) where there is none.
 fn gpu() -> Option<ComputeDevice> {
@@ -98,12 +98,12 @@ fn gpu_matches_cpu(spec: TinySpec) {
         seqs.push((sc, sg));
     }
     for step in 0..4u32 {
-        let cs: Vec<(u64, u32)> = seqs
+        let cs: Vec<(SeqId, u32)> = seqs
             .iter()
             .enumerate()
             .map(|(i, s)| (s.0, 50 + step * 3 + i as u32))
             .collect();
-        let gs: Vec<(u64, u32)> = seqs
+        let gs: Vec<(SeqId, u32)> = seqs
             .iter()
             .enumerate()
             .map(|(i, s)| (s.1, 50 + step * 3 + i as u32))
@@ -139,7 +139,7 @@ fn batched_matches_single(spec: TinySpec) {
     let p = tiny_pair(&spec, &dev);
     let model = p.gpu;
     let mut engine = Engine::new(model.clone(), 1 << 30).expect("engine");
-    let seqs: Vec<u64> = prompts()
+    let seqs: Vec<SeqId> = prompts()
         .iter()
         .map(|pr| {
             let s = engine.new_sequence();
@@ -149,7 +149,7 @@ fn batched_matches_single(spec: TinySpec) {
         .collect();
     let mut batched = Vec::new();
     for step in 0..3u32 {
-        let steps: Vec<(u64, u32)> = seqs
+        let steps: Vec<(SeqId, u32)> = seqs
             .iter()
             .enumerate()
             .map(|(i, &s)| (s, 50 + step * 3 + i as u32))
@@ -346,7 +346,7 @@ fn gpu_kv_budget_is_bounded_by_the_device() {
         .prefill(root, &(0..32).map(|i| 40 + i).collect::<Vec<u32>>())
         .expect("two blocks");
     assert_eq!(engine.kv_used_bytes(), 2 * block_bytes);
-    let forks: Vec<u64> = (0..3).map(|_| engine.fork(root).expect("fork")).collect();
+    let forks: Vec<SeqId> = (0..3).map(|_| engine.fork(root).expect("fork")).collect();
     engine
         .decode(&[(forks[0], 1), (forks[1], 2)])
         .expect("two new blocks fit");

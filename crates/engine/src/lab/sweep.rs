@@ -19,7 +19,6 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,8 +26,13 @@ use super::estimators::{best_of_k, maj_at_k, pass_at_k, SampleOutcome};
 use super::problems::{Problem, ProblemSet};
 use super::{fnv64, LabError, Result};
 use crate::cost::CostSnapshot;
-use crate::events::{Command, Event, RunId, RunOutcome};
-use crate::strategy::{Knobs, RunConfig, SelfConsistencyParams, Strategy};
+use crate::events::{Event, RunId, RunOutcome};
+use crate::strategy::{registry, KnobValue, LabMode, PoolRule, RunConfig, Strategy};
+use crate::view::{run_to_end, Watch};
+
+/// The strategy whose samples every pool strategy of a sweep judges.
+const POOL_SAMPLER: &str = "self-consistency";
+use crate::service::SequenceService;
 use crate::tree::{NodeId, NodeKind, Tree};
 use crate::worker::{Worker, WorkerOptions};
 use crate::Model;
@@ -73,27 +77,13 @@ impl Default for SweepConfig {
     }
 }
 
-/// How a strategy is swept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SweepMode {
-    /// One run; the same figure at every budget.
-    Single,
-    /// One pool of `max_n` samples; smaller budgets derived from subsets.
-    Pool,
-    /// One run per budget, with the budget as the strategy's width.
-    PerBudget,
-}
+/// How a strategy is swept: the registry's [`LabMode`].
+pub type SweepMode = LabMode;
 
 /// How `name` is swept, and its registry name.
 pub fn sweep_mode(name: &str) -> Result<(SweepMode, &'static str)> {
-    let canonical = Strategy::from_name(name, &Knobs::default())?.name();
-    let mode = match canonical {
-        "system1" | "chain-of-thought" | "budget-forcing" => SweepMode::Single,
-        "self-consistency" | "best-of-n" => SweepMode::Pool,
-        _ => SweepMode::PerBudget,
-    };
-    Ok((mode, canonical))
+    let def = registry().find(name)?;
+    Ok((def.lab_mode(), def.name()))
 }
 
 /// The budgets of a sweep: powers of two below `max_n`, then `max_n`.
@@ -115,15 +105,13 @@ pub fn budgets(max_n: usize) -> Vec<usize> {
 fn run_budgets(mode: SweepMode, canonical: &str, max_n: usize) -> Vec<usize> {
     match mode {
         SweepMode::Single => vec![1],
-        SweepMode::Pool => vec![max_n],
-        SweepMode::PerBudget => budgets(max_n)
+        SweepMode::Pool { .. } => vec![max_n],
+        SweepMode::PerBudget { knob } => budgets(max_n)
             .into_iter()
             .filter(|&n| {
-                let knobs = Knobs {
-                    samples: Some(n),
-                    ..Knobs::default()
-                };
-                Strategy::from_name(canonical, &knobs).is_ok()
+                Strategy::named(canonical)
+                    .and_then(|mut s| s.set(knob, KnobValue::Int(n as i64)))
+                    .is_ok()
             })
             .collect(),
     }
@@ -179,15 +167,18 @@ impl SweepConfig {
         seed: u64,
     ) -> Result<RunConfig> {
         let strategy = match mode {
-            SweepMode::Pool => Strategy::SelfConsistency(SelfConsistencyParams { n }),
-            SweepMode::Single => Strategy::from_name(canonical, &Knobs::default())?,
-            SweepMode::PerBudget => Strategy::from_name(
-                canonical,
-                &Knobs {
-                    samples: Some(n),
-                    ..Knobs::default()
-                },
-            )?,
+            // Every pool strategy judges the same samples: self-consistency's reasoning traces.
+            SweepMode::Pool { .. } => {
+                let mut s = Strategy::named(POOL_SAMPLER)?;
+                s.set("n", KnobValue::Int(n as i64))?;
+                s
+            }
+            SweepMode::Single => Strategy::named(canonical)?,
+            SweepMode::PerBudget { knob } => {
+                let mut s = Strategy::named(canonical)?;
+                s.set(knob, KnobValue::Int(n as i64))?;
+                s
+            }
         };
         let mut c = RunConfig::new(question, strategy);
         c.temperature = self.temperature;
@@ -348,41 +339,66 @@ pub struct SweepOutcome {
     pub ignored: usize,
 }
 
+/// Longest line a results file may have (a record of 64 samples is a few KiB).
+pub const MAX_RESULT_LINE_BYTES: usize = 4 << 20;
+/// Most records a results file may hold.
+pub const MAX_RESULT_LINES: usize = 1 << 20;
+
 /// Read a results file. A missing file is empty; a torn last line (from an interruption during
-/// a write) is dropped; any other bad line is an error.
+/// a write) is dropped; any other bad line is an error naming its number.
 pub fn read_results(path: &Path) -> Result<Vec<ProblemRecord>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(LabError::io(path, e)),
     };
-    let lines: Vec<&str> = text.lines().collect();
+    parse_results(std::io::BufReader::new(file), path)
+}
+
+/// Parse results lines from `reader` (see [`read_results`]); `path` names it in messages.
+/// Lines and their count are bounded, so a hostile file cannot take unbounded memory.
+pub fn parse_results(reader: impl std::io::BufRead, path: &Path) -> Result<Vec<ProblemRecord>> {
     let mut out = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<ProblemRecord>(line) {
-            Ok(r) => out.push(r),
-            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {
-                tracing::warn!("dropping a torn last line of {}", path.display());
+    let mut pending: Option<(usize, String)> = None;
+    super::for_each_line(
+        reader,
+        path,
+        MAX_RESULT_LINE_BYTES,
+        MAX_RESULT_LINES,
+        |line_no, line, terminated| {
+            if line.trim().is_empty() {
+                return Ok(());
             }
-            Err(e) => {
-                return Err(LabError::BadLine {
-                    path: path.to_owned(),
-                    line: i + 1,
-                    reason: format!("not a sweep result ({e})"),
-                })
+            match serde_json::from_str::<ProblemRecord>(line) {
+                Ok(r) => out.push(r),
+                // A torn last line has no newline; it is only known to be last at the end.
+                Err(e) if !terminated => pending = Some((line_no, e.to_string())),
+                Err(e) => {
+                    return Err(LabError::BadLine {
+                        path: path.to_owned(),
+                        line: line_no,
+                        reason: format!("not a sweep result ({e})"),
+                    })
+                }
             }
-        }
+            Ok(())
+        },
+    )?;
+    if let Some((line, _)) = pending {
+        tracing::warn!("dropping a torn last line ({line}) of {}", path.display());
     }
     Ok(out)
 }
 
-/// Appends records, one JSON line each, flushed and synced as each is written.
+/// Appends records, one JSON line each, flushed and synced as each is written. Appending never
+/// rewrites earlier lines; a torn line left by a crash is cut off when the file is next opened,
+/// and a write that fails part way (a full disk) is cut off at once, so the next record does not
+/// join it.
 struct ResultsWriter {
     file: std::fs::File,
     path: std::path::PathBuf,
+    /// Length of the file up to its last whole line.
+    len: u64,
 }
 
 impl ResultsWriter {
@@ -396,19 +412,17 @@ impl ResultsWriter {
             .create(true)
             .open(path)
             .map_err(|e| LabError::io(path, e))?;
-        // A torn last line (the process died during a write) is cut off, so that the records
-        // appended after it stay readable.
-        let mut text = Vec::new();
-        file.read_to_end(&mut text)
-            .map_err(|e| LabError::io(path, e))?;
-        if text.last().is_some_and(|&b| b != b'\n') {
-            let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            file.set_len(keep as u64)
-                .map_err(|e| LabError::io(path, e))?;
+        let len = whole_lines_len(&mut file).map_err(|e| LabError::io(path, e))?;
+        if file.metadata().map_err(|e| LabError::io(path, e))?.len() != len {
+            // A torn last line (the process died during a write) is cut off, so that the
+            // records appended after it stay readable.
+            file.set_len(len).map_err(|e| LabError::io(path, e))?;
+            file.sync_all().map_err(|e| LabError::io(path, e))?;
         }
         Ok(Self {
             file,
             path: path.to_owned(),
+            len,
         })
     }
 
@@ -416,11 +430,38 @@ impl ResultsWriter {
         let mut line = serde_json::to_string(record)
             .map_err(|e| LabError::io(&self.path, std::io::Error::other(e)))?;
         line.push('\n');
-        self.file
+        let written = self
+            .file
             .write_all(line.as_bytes())
-            .and_then(|_| self.file.sync_data())
-            .map_err(|e| LabError::io(&self.path, e))
+            .and_then(|_| self.file.sync_data());
+        if let Err(e) = written {
+            // Cut the partial line off; the records before it stay as they were.
+            let _ = self.file.set_len(self.len);
+            return Err(LabError::io(&self.path, e));
+        }
+        self.len += line.len() as u64;
+        Ok(())
     }
+}
+
+/// Length of `file` up to and including its last newline (0 if it has none), reading only
+/// its tail.
+fn whole_lines_len(file: &mut std::fs::File) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; 64 << 10];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// Seed of a problem's runs: the sweep seed mixed with the problem, so that a problem gets the
@@ -431,18 +472,53 @@ fn problem_seed(seed: u64, fingerprint: &str) -> u64 {
     fnv64(&bytes)
 }
 
+/// What a sweep runs on: a fresh worker for every run, over a local model or a service.
+pub struct SweepEngine {
+    model_name: String,
+    make: Box<dyn Fn() -> crate::Result<Worker> + Send + Sync>,
+}
+
+impl SweepEngine {
+    /// Runs on a local model, each with a fresh engine: no prefix cached by an earlier run
+    /// changes what a run computes, so a resumed sweep reproduces an uninterrupted one and every
+    /// run's cost is measured cold.
+    pub fn local(model: Arc<Model>) -> Self {
+        Self {
+            model_name: model.info.name.clone(),
+            make: Box::new(move || {
+                Worker::spawn(model.clone(), WorkerOptions::default(), Arc::new(|| {}))
+            }),
+        }
+    }
+
+    /// Runs on a sequence service (a remote server, say), each with a fresh worker over it.
+    pub fn service(service: Arc<dyn SequenceService>) -> Self {
+        Self {
+            model_name: service.info().model.clone(),
+            make: Box::new(move || {
+                Worker::with_service(service.clone(), WorkerOptions::default(), Arc::new(|| {}))
+            }),
+        }
+    }
+
+    /// The model's name, part of every record's settings.
+    pub fn model_name(&self) -> &str {
+        &self.model_name
+    }
+}
+
 /// Run a sweep, appending each finished pair to `results` and skipping pairs already there.
 /// Cancelling (setting `cancel`) stops the run in progress within a forward pass and returns
 /// with `completed: false`; what was finished stays in the file.
 pub fn run_sweep(
-    model: Arc<Model>,
+    engine: &SweepEngine,
     config: &SweepConfig,
     results: &Path,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(SweepProgress),
 ) -> Result<SweepOutcome> {
     config.validate()?;
-    let settings = config.settings_key(&model.info.name);
+    let settings = config.settings_key(engine.model_name());
     let strategies: Vec<(String, SweepMode, &'static str)> = config
         .strategies
         .iter()
@@ -475,7 +551,7 @@ pub fn run_sweep(
     });
 
     let mut writer = ResultsWriter::open(results)?;
-    let mut next_run: RunId = 1;
+    let mut next_run = RunId(1);
     let mut finished = resumed;
     let mut records = Vec::with_capacity(total);
     for (index, problem) in problems.iter().enumerate() {
@@ -501,12 +577,12 @@ pub fn run_sweep(
                 strategy: label.clone(),
             });
             // Pool strategies draw the same samples: reuse another one's pool on this problem.
-            let pool = (*mode == SweepMode::Pool)
+            let pool = matches!(mode, SweepMode::Pool { .. })
                 .then(|| {
                     strategies.iter().find_map(|(_, m, c)| {
                         let k = (index, fingerprint.clone(), (*c).to_owned());
                         done.get(&k)
-                            .filter(|_| *m == SweepMode::Pool && c != canonical)
+                            .filter(|_| matches!(m, SweepMode::Pool { .. }) && c != canonical)
                     })
                 })
                 .flatten();
@@ -523,12 +599,8 @@ pub fn run_sweep(
                     let run_config =
                         config.run_config(&problem.question, *mode, canonical, n, seed)?;
                     let run = next_run;
-                    next_run += 1;
-                    // A fresh worker per run: no prefix cached by an earlier run changes what
-                    // this one computes, so a resumed sweep reproduces an uninterrupted one and
-                    // every run's cost is measured cold.
-                    let worker =
-                        Worker::spawn(model.clone(), WorkerOptions::default(), Arc::new(|| {}))?;
+                    next_run.0 += 1;
+                    let worker = (engine.make)()?;
                     let Some((tree, cost)) =
                         run_once(&worker, run, run_config, cancel, progress, label, problem)?
                     else {
@@ -581,47 +653,21 @@ fn run_once(
     label: &str,
     problem: &Problem,
 ) -> Result<Option<(Tree, CostSnapshot)>> {
-    worker.send(Command::Run {
-        run,
-        config: Box::new(config),
+    let watch = Watch {
+        cancel: Some(cancel),
+        idle_timeout: None,
+    };
+    let view = run_to_end(worker, run, config, watch, |_, event| {
+        progress(SweepProgress::Engine(Box::new(event.clone())))
     })?;
-    let mut tree = Tree::default();
-    let mut errors = Vec::new();
-    let mut cancel_sent = false;
-    loop {
-        if cancel.load(Ordering::Relaxed) && !cancel_sent {
-            worker.send(Command::Cancel(run))?;
-            cancel_sent = true;
-        }
-        let event = match worker.events().recv_timeout(Duration::from_millis(50)) {
-            Ok(e) => e,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                return Err(crate::EngineError::WorkerGone("event channel closed".into()).into())
-            }
-        };
-        if event.run() != Some(run) {
-            continue;
-        }
-        tree.apply(&event);
-        match &event {
-            Event::Error { message, .. } => errors.push(message.clone()),
-            Event::RunFinished { outcome, cost, .. } => {
-                let (outcome, cost) = (*outcome, cost.clone());
-                progress(SweepProgress::Engine(Box::new(event)));
-                return match outcome {
-                    RunOutcome::Completed => Ok(Some((tree, cost))),
-                    RunOutcome::Cancelled => Ok(None),
-                    RunOutcome::Failed => Err(LabError::RunFailed {
-                        strategy: label.to_owned(),
-                        problem: problem.id.clone(),
-                        message: errors.join("; "),
-                    }),
-                };
-            }
-            _ => {}
-        }
-        progress(SweepProgress::Engine(Box::new(event)));
+    match view.outcome {
+        Some(RunOutcome::Completed) => Ok(Some((view.tree, view.cost))),
+        Some(RunOutcome::Cancelled) | None => Ok(None),
+        Some(RunOutcome::Failed) => Err(LabError::RunFailed {
+            strategy: label.to_owned(),
+            problem: problem.id.clone(),
+            message: view.error_line(),
+        }),
     }
 }
 
@@ -666,7 +712,7 @@ fn run_record(
 ) -> RunRecord {
     let samples = match mode {
         // The root's children are the samples; each is a chain ending in its answer.
-        SweepMode::Pool => tree.root().map_or_else(Vec::new, |root| {
+        SweepMode::Pool { .. } => tree.root().map_or_else(Vec::new, |root| {
             root.children
                 .iter()
                 .map(|&c| sample(tree, chain_end(tree, c), subtree_tokens(tree, c), problem))
@@ -677,9 +723,9 @@ fn run_record(
             .map(|c| sample(tree, c, cost.generated_tokens, problem))
             .into_iter()
             .collect(),
-        SweepMode::PerBudget => tree
+        SweepMode::PerBudget { .. } => tree
             .leaves()
-            .filter(|l| l.id != 0 && l.answer.is_some())
+            .filter(|l| l.id != NodeId(0) && l.answer.is_some())
             .map(|l| sample(tree, l.id, 0, problem))
             .collect(),
     };
@@ -759,7 +805,7 @@ fn figures(record: &ProblemRecord, mode: SweepMode, n: usize, seed: u64) -> Opti
             let c = f64::from(u8::from(run.correct));
             Some(measured(run, c, c, c))
         }
-        SweepMode::PerBudget => {
+        SweepMode::PerBudget { .. } => {
             let run = record.runs.iter().find(|r| r.n == n)?;
             let outcomes: Vec<SampleOutcome> =
                 run.samples.iter().map(SampleRecord::outcome).collect();
@@ -772,7 +818,7 @@ fn figures(record: &ProblemRecord, mode: SweepMode, n: usize, seed: u64) -> Opti
                 best_of_k(&outcomes, m),
             ))
         }
-        SweepMode::Pool => {
+        SweepMode::Pool { rule } => {
             let run = record.runs.first()?;
             let outcomes: Vec<SampleOutcome> =
                 run.samples.iter().map(SampleRecord::outcome).collect();
@@ -791,10 +837,9 @@ fn figures(record: &ProblemRecord, mode: SweepMode, n: usize, seed: u64) -> Opti
             };
             let share = if total > 0.0 { tokens / total } else { 1.0 };
             Some(Figures {
-                accuracy: if record.strategy == "best-of-n" {
-                    best
-                } else {
-                    maj
+                accuracy: match rule {
+                    PoolRule::MostConfident => best,
+                    PoolRule::Majority => maj,
                 },
                 pass: pass_at_k(m, c, k),
                 maj,
@@ -902,7 +947,8 @@ pub fn write_csv(points: &[SweepPoint], path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
     }
-    std::fs::write(path, to_csv(points)).map_err(|e| LabError::io(path, e))
+    crate::atomic::write(path, to_csv(points).as_bytes())?;
+    Ok(())
 }
 
 /// The points as a plain-text table for a terminal.

@@ -111,7 +111,7 @@ pub struct ModelConfig {
 
 impl ModelConfig {
     /// Read and validate the hyper-parameters for the file's architecture.
-    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+    pub fn from_gguf<R>(gguf: &GgufFile<R>) -> Result<Self> {
         let arch = Arch::from_name(&gguf.string("general.architecture")?)?;
         let p = arch.name();
         let key = |k: &str| format!("{p}.{k}");
