@@ -14,7 +14,8 @@ use crate::error::GpuError;
 /// adapter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Tier {
-    /// Subgroup reductions (`subgroupAdd`); any subgroup size.
+    /// Subgroup reductions (`subgroupAdd`, any subgroup size) in the row norms and the q/k
+    /// norms; the mat-vecs reduce across at most 8 invocations and do not need them.
     pub subgroup: bool,
     /// f16 loads of the cache in attention (`enable f16`).
     pub f16: bool,

@@ -4,7 +4,8 @@
 //! codes or scales would exceed the adapter's largest storage binding (Gemma 3's 262k-row
 //! embedding is one such matrix). `y = x · Wᵀ` picks, by the number of activation rows `n`:
 //! the mat-vec kernel specialised for n rounded up to 1, 2, 4, 8 or 16 (tree branches decode in
-//! small batches), its packed-int8 form on the int8 tier, or the tiled matmul above 16 rows.
+//! small batches), or above 16 rows the tiled matmul (on a software adapter, mat-vecs of 16 rows
+//! at a time); each in its packed-int8 form on the int8 tier.
 
 use std::sync::Arc;
 

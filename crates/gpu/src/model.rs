@@ -591,7 +591,7 @@ impl GpuModel {
         let mut done = 0usize;
         let mut enc = Some(enc);
         while done < total {
-            let take = (total - done).min(MAX_PASS_ROWS);
+            let take = (total - done).min(self.max_pass_rows());
             let rows = self.rows(batch, done, take);
             // Logits rows of this pass: (row index in the pass, item).
             let mut wanted: Vec<(u32, usize)> = Vec::new();
@@ -706,8 +706,10 @@ impl GpuModel {
         }
         let old = state.scratch.take();
         let grow = |want: usize, had: Option<usize>| want.max(had.unwrap_or(0)).next_power_of_two();
-        let rows = grow(rows, old.as_ref().map(|s| s.rows)).min(MAX_PASS_ROWS);
-        let logit_rows = grow(logit_rows, old.as_ref().map(|s| s.logit_rows)).min(rows);
+        let rows = grow(rows, old.as_ref().map(|s| s.rows)).min(self.max_pass_rows());
+        let logit_rows = grow(logit_rows, old.as_ref().map(|s| s.logit_rows))
+            .min(rows)
+            .min(self.max_logit_rows());
         let meta_words = grow(meta_words, old.as_ref().map(|s| s.meta_words));
         let s = &self.spec;
         let ctx = &self.ctx;
@@ -751,6 +753,13 @@ impl GpuModel {
     /// Logits rows one pass can return (the logits buffer stays within the binding limit).
     fn max_logit_rows(&self) -> usize {
         ((self.ctx.max_binding / (4 * self.spec.vocab as u64)) as usize).clamp(1, MAX_PASS_ROWS)
+    }
+
+    /// Rows one pass takes: every activation buffer stays within the binding limit.
+    fn max_pass_rows(&self) -> usize {
+        let s = &self.spec;
+        let widest = (2 * s.ffn).max(s.q_dim() + 2 * s.kv_dim()).max(s.hidden);
+        ((self.ctx.max_binding / (4 * widest as u64)) as usize).clamp(1, MAX_PASS_ROWS)
     }
 
     #[allow(clippy::too_many_arguments)]
