@@ -29,6 +29,18 @@ pub fn build_prompt(model: &Model, user: &str, format: PromptFormat) -> Result<V
 
 /// Token ids for a conversation (the chat template opens the assistant's turn).
 pub fn build_chat(model: &Model, messages: &[Message], format: PromptFormat) -> Result<Vec<u32>> {
+    build_chat_with(model, messages, format, None)
+}
+
+/// [`build_chat`] with thinking switched on or off for templates that have the switch
+/// (`enable_thinking`, see [`crate::model::thinking::ThinkingFormat::switchable`]); `None` keeps
+/// the template's default.
+pub fn build_chat_with(
+    model: &Model,
+    messages: &[Message],
+    format: PromptFormat,
+    enable_thinking: Option<bool>,
+) -> Result<Vec<u32>> {
     if messages.iter().all(|m| m.content.trim().is_empty()) {
         return Err(EngineError::InvalidParameter("the prompt is empty".into()));
     }
@@ -37,12 +49,14 @@ pub fn build_chat(model: &Model, messages: &[Message], format: PromptFormat) -> 
         (Some(template), PromptFormat::Auto) => {
             // The template is the model file's code: when it fails (it does not compile, raises,
             // or hits a limit) say so and how to run without it, rather than guess a format.
-            let text = template.render(messages).map_err(|e| match e {
-                EngineError::Template(m) => EngineError::Template(format!(
-                    "{m}; the prompt can still run as plain text (the raw prompt format)"
-                )),
-                e => e,
-            })?;
+            let text = template
+                .render_with(messages, enable_thinking)
+                .map_err(|e| match e {
+                    EngineError::Template(m) => EngineError::Template(format!(
+                        "{m}; the prompt can still run as plain text (the raw prompt format)"
+                    )),
+                    e => e,
+                })?;
             let bos_in_text = tok
                 .bos_id
                 .and_then(|b| tok.piece(b))

@@ -98,6 +98,17 @@ impl ChatTemplate {
 
     /// Render a conversation, ending with the assistant's turn opened.
     pub fn render(&self, messages: &[Message]) -> Result<String> {
+        self.render_with(messages, None)
+    }
+
+    /// Render a conversation with thinking switched on or off: `enable_thinking` is passed to
+    /// the template as Qwen3's and SmolLM3's templates expect it (`None`: left undefined, the
+    /// template's own default). Templates without the switch ignore it.
+    pub fn render_with(
+        &self,
+        messages: &[Message],
+        enable_thinking: Option<bool>,
+    ) -> Result<String> {
         let env = self
             .env
             .as_ref()
@@ -114,6 +125,7 @@ impl ChatTemplate {
             messages: messages.to_vec(),
             bos: self.bos.clone(),
             eos: self.eos.clone(),
+            enable_thinking,
             limit,
         };
         let (tx, rx) = crossbeam_channel::bounded(1);
@@ -145,6 +157,7 @@ struct RenderJob {
     messages: Vec<Message>,
     bos: String,
     eos: String,
+    enable_thinking: Option<bool>,
     limit: usize,
 }
 
@@ -158,11 +171,15 @@ impl RenderJob {
             buf: Vec::new(),
             limit: self.limit,
         };
-        let ctx = context! {
+        let base = context! {
             messages => self.messages,
             add_generation_prompt => true,
             bos_token => self.bos,
             eos_token => self.eos,
+        };
+        let ctx = match self.enable_thinking {
+            Some(on) => context! { enable_thinking => on, ..base },
+            None => base,
         };
         match tmpl.render_captured_to(ctx, &mut out) {
             Ok(_) => String::from_utf8(out.buf).map_err(|_| "the output is not UTF-8".into()),

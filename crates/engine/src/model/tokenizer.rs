@@ -21,7 +21,6 @@ use tokenizers::decoders::strip::Strip;
 use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::{Prepend, Replace};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{
@@ -52,10 +51,47 @@ pub const MAX_SPECIAL_BYTES: usize = 4 << 20;
 /// bytes costs about c * b. Gemma 3's 262,144 pieces take under 2^25.
 const MAX_SPLIT_WORK: u64 = 1 << 28;
 
-/// Pre-tokenizer regex of Llama 3 style vocabularies.
-const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-/// Pre-tokenizer regex of Qwen 2 vocabularies (digits one by one).
-const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// llama.cpp's pre-tokenizer regexes (`llm_tokenizer_bpe` in llama-vocab.cpp, in the forms it
+/// runs rather than the tokenizer.json originals: `'[sS]` for `(?i:'s)`, and for GPT-4o a letter
+/// class written with look-aheads, which treats letters outside ASCII as both cases).
+mod pre {
+    pub const GPT2: &str =
+        r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+    pub const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    pub const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    pub const GPT4O: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    pub const TEKKEN: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    pub const DIGIT: &str = r"\p{N}";
+    pub const DEFAULT: [&str; 4] = [r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", "[0-9][0-9][0-9]"];
+
+    /// The regexes for a `tokenizer.ggml.pre` name (applied one after the other, each cutting
+    /// the pieces of the previous), and whether whole words found in the vocabulary skip the
+    /// merges (llama.cpp's `ignore_merges`; those families also add BOS by default). `None`: a
+    /// name thinkscope does not implement.
+    pub fn by_name(name: &str) -> Option<(Vec<&'static str>, bool)> {
+        Some(match name {
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral"
+            | "midm-2.0" | "lfm2" => (vec![LLAMA3], true),
+            "dbrx" | "smaug-bpe" | "glm4" | "chatglm-bpe" => (vec![LLAMA3], false),
+            "qwen2" | "deepseek-r1-qwen" | "kormo" | "stablelm2" | "megrez" | "hunyuan"
+            | "solar-open" => (vec![QWEN2], false),
+            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone"
+            | "minerva-7b" => (vec![DIGIT, GPT2], false),
+            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es"
+            | "jina-v2-de" | "a.x-4.0" | "mellum" | "modern-bert" | "mpt" | "olmo" | "jais"
+            | "trillion" | "granite-docling" | "exaone4" => (vec![GPT2], false),
+            "gpt-4o" | "llama4" | "minimax-m2" => (vec![GPT4O], false),
+            "tekken" => (vec![TEKKEN], true),
+            // Also what llama.cpp uses, with a warning, when a file names none.
+            "default" => (DEFAULT.to_vec(), false),
+            _ => return None,
+        })
+    }
+
+    /// Families listed in errors.
+    pub const SUPPORTED: &str = "llama-bpe (llama3), smaug-bpe, qwen2, deepseek-r1-qwen, smollm, \
+        starcoder, gpt-2, gpt-4o, tekken, default and their aliases";
+}
 
 /// A tokenizer plus the special ids the engine needs.
 pub struct Tokenizer {
@@ -109,6 +145,10 @@ impl Tokenizer {
             .bool_opt("tokenizer.ggml.add_space_prefix")?
             .unwrap_or(kind == "llama");
 
+        let pre = gguf
+            .get_opt("tokenizer.ggml.pre")
+            .and_then(|_| gguf.string("tokenizer.ggml.pre").ok())
+            .unwrap_or_else(|| "default".into());
         let mut inner = match kind.as_str() {
             "gpt2" => {
                 let merges = gguf.strings("tokenizer.ggml.merges")?;
@@ -118,10 +158,6 @@ impl Tokenizer {
                         merges.len()
                     )));
                 }
-                let pre = gguf
-                    .get_opt("tokenizer.ggml.pre")
-                    .and_then(|_| gguf.string("tokenizer.ggml.pre").ok())
-                    .unwrap_or_else(|| "default".into());
                 byte_level_bpe(&tokens, &merges, &pre)?
             }
             "llama" => {
@@ -183,9 +219,14 @@ impl Tokenizer {
         }
         stop_ids.sort_unstable();
         stop_ids.dedup();
+        // llama.cpp's default when the file does not say: SentencePiece adds BOS, and so do the
+        // byte-level families that look whole words up (Llama 3, Tekken).
+        let bos_by_default = kind == "llama"
+            || (kind == "gpt2"
+                && pre::by_name(&pre).is_some_and(|(_, ignore_merges)| ignore_merges));
         let add_bos = gguf
             .bool_opt("tokenizer.ggml.add_bos_token")?
-            .unwrap_or(kind == "llama")
+            .unwrap_or(bos_by_default)
             && bos_id.is_some();
 
         Ok(Self {
@@ -378,40 +419,34 @@ fn byte_level_bpe(tokens: &[String], merges: &[String], pre: &str) -> Result<HfT
         }
         pairs.push((a.to_owned(), b.to_owned()));
     }
+    let Some((regexes, ignore_merges)) = pre::by_name(pre) else {
+        return Err(EngineError::Tokenizer(format!(
+            "unsupported pre-tokenizer '{pre}' (tokenizer.ggml.pre; supported: {})",
+            pre::SUPPORTED
+        )));
+    };
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, pairs)
-        .ignore_merges(matches!(pre, "llama-bpe" | "llama3"))
+        .ignore_merges(ignore_merges)
         .build()
         .map_err(|e| EngineError::Tokenizer(format!("building BPE: {e}")))?;
     let mut tok = HfTokenizer::new(bpe);
 
-    let split = |pattern: &str| -> Result<PreTokenizerWrapper> {
-        Ok(Split::new(
-            SplitPattern::Regex(pattern.to_owned()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .map_err(|e| EngineError::Tokenizer(e.to_string()))?
-        .into())
-    };
-    let byte_level = ByteLevel::new(false, true, true);
-    let pre_tokenizer: PreTokenizerWrapper = match pre {
-        // SmolLM and StarCoder split every digit, then apply GPT-2's byte-level regex.
-        "smollm" | "starcoder" | "refact" => {
-            PreSequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
-        }
-        "llama-bpe" | "llama3" | "dbrx" | "smaug-bpe" => PreSequence::new(vec![
-            split(LLAMA3_PATTERN)?,
-            ByteLevel::new(false, true, false).into(),
-        ])
-        .into(),
-        "qwen2" | "deepseek-r1-qwen" => PreSequence::new(vec![
-            split(QWEN2_PATTERN)?,
-            ByteLevel::new(false, true, false).into(),
-        ])
-        .into(),
-        _ => byte_level.into(),
-    };
+    let mut steps: Vec<PreTokenizerWrapper> = Vec::with_capacity(regexes.len() + 1);
+    for pattern in regexes {
+        steps.push(
+            Split::new(
+                SplitPattern::Regex(pattern.to_owned()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?
+            .into(),
+        );
+    }
+    // The regexes did the splitting; the byte-level step only maps bytes to characters.
+    steps.push(ByteLevel::new(false, true, false).into());
+    let pre_tokenizer: PreTokenizerWrapper = PreSequence::new(steps).into();
     tok.with_pre_tokenizer(Some(pre_tokenizer));
     tok.with_decoder(Some(ByteLevelDecoder::default()));
     Ok(tok)
