@@ -1,5 +1,6 @@
 // After the q/k/v projections, per row and head: biases, the per-head q/k RMS norms, rotary
-// embedding (interleaved or NeoX pairs, this layer's frequencies), then q back in place and k, v
+// embedding (interleaved or NeoX pairs, this layer's frequencies and magnitude; none where the
+// layer has no pairs), then q back in place and k, v
 // as f16 into the row's slot of the paged cache:
 //   word ((((block · 2 + is_v) · n_kv + head) · 16 + slot) · head_dim + d) / 2 of the layer's
 //   buffer, block = table[pos / 16], slot = pos % 16.
@@ -23,6 +24,7 @@ struct P {
     item_off: u32,    // per-row batch item in info
     table_off: u32,   // per-item start of its block table in info
     eps: f32,
+    mscale: f32,      // factor on both rotated coordinates (YaRN, LongRoPE; else 1)
 }
 
 @group(1) @binding(0) var<uniform> p: P;
@@ -97,7 +99,7 @@ fn main(
     workgroupBarrier();
     let pos = info[p.pos_off + row];
     for (var i = t; i < p.pairs; i += 64u) {
-        let sc = sincos(f32(pos) * vecs[p.freq_off + i]);
+        let sc = sincos(f32(pos) * vecs[p.freq_off + i]) * p.mscale;
         var a = 2u * i;
         var b = 2u * i + 1u;
         if (p.neox != 0u) {

@@ -67,8 +67,10 @@ pub struct GpuModelSpec {
     /// Pairing of rotated dimensions.
     pub rope_style: RopeStyle,
     /// Per layer, the inverse frequencies of the rotated pairs (rope_dim / 2 of them; rope
-    /// scaling is just other frequencies).
+    /// scaling is just other frequencies; none for a layer without RoPE).
     pub inv_freq: Vec<Vec<f32>>,
+    /// Per layer, the factor on both rotated coordinates (YaRN and LongRoPE magnitudes; 1).
+    pub rope_mscale: Vec<f32>,
     /// Per layer, the sliding window (positions a query sees, itself included), if any.
     pub window: Vec<Option<usize>>,
     /// Softmax scale on q·k.
@@ -120,7 +122,10 @@ impl GpuModelSpec {
                 return bad(format!("{name} {w} is not a multiple of 32"));
             }
         }
-        if self.inv_freq.len() != self.n_layer || self.window.len() != self.n_layer {
+        if self.inv_freq.len() != self.n_layer
+            || self.window.len() != self.n_layer
+            || self.rope_mscale.len() != self.n_layer
+        {
             return bad("per-layer rope and window lists must have one entry a layer".into());
         }
         for f in &self.inv_freq {
@@ -925,6 +930,7 @@ impl GpuModel {
                 item_off,
                 table_off as u32,
                 eps,
+                f(s.rope_mscale[l]),
             ];
             rec.dispatch(&kq, bind, &p, nn * (s.n_head + s.n_kv_head) as u32);
             // Attention.

@@ -84,11 +84,26 @@ fn spec(f: Family) -> GpuModelSpec {
         } else {
             RopeStyle::Neox
         },
+        // The llama-shaped model's second layer has no RoPE (SmolLM3's NoPE layers).
         inv_freq: (0..n_layer)
             .map(|l| {
+                let pairs = if f == Family::Llama && l == 1 {
+                    0
+                } else {
+                    pairs
+                };
                 (0..pairs)
                     .map(|i| base(l).powf(-(i as f64) / pairs as f64) as f32)
                     .collect()
+            })
+            .collect(),
+        rope_mscale: (0..n_layer)
+            .map(|l| {
+                if f == Family::Qwen && l == 1 {
+                    1.2
+                } else {
+                    1.0
+                }
             })
             .collect(),
         window: (0..n_layer)
@@ -220,11 +235,12 @@ fn rms(x: &[f64], w: &[f32], eps: f32) -> Vec<f64> {
     x.iter().zip(w).map(|(v, &g)| v * inv * g as f64).collect()
 }
 
-fn rope(head: &mut [f64], pos: usize, freq: &[f32], style: RopeStyle) {
+fn rope(head: &mut [f64], pos: usize, freq: &[f32], mscale: f32, style: RopeStyle) {
     let pairs = freq.len();
     for (i, &f) in freq.iter().enumerate() {
         let angle = (pos as f32 * f) as f64;
         let (sin, cos) = angle.sin_cos();
+        let (sin, cos) = (sin * mscale as f64, cos * mscale as f64);
         let (a, b) = match style {
             RopeStyle::Interleaved => (2 * i, 2 * i + 1),
             RopeStyle::Neox => (i, i + pairs),
@@ -275,7 +291,7 @@ fn reference(m: &Reference, tokens: &[u32]) -> Vec<Vec<f64>> {
                 }
             }
             for head in q.chunks_mut(hd).chain(k.chunks_mut(hd)) {
-                rope(head, pos, &s.inv_freq[l], s.rope_style);
+                rope(head, pos, &s.inv_freq[l], s.rope_mscale[l], s.rope_style);
             }
             cache[l].push((
                 k.iter().map(|&v| round16(v)).collect(),

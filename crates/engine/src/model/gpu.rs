@@ -65,6 +65,7 @@ fn format_of(dtype: GgmlDType) -> Option<WeightFormat> {
 
 /// The model's shape as the GPU crate wants it.
 fn spec(c: &ModelConfig) -> GpuModelSpec {
+    let ropes: Vec<_> = (0..c.n_layer).map(|l| c.layer_rope(l)).collect();
     GpuModelSpec {
         hidden: c.hidden,
         n_layer: c.n_layer,
@@ -79,14 +80,14 @@ fn spec(c: &ModelConfig) -> GpuModelSpec {
             RopeStyle::Interleaved => GpuRope::Interleaved,
             RopeStyle::Neox => GpuRope::Neox,
         },
-        // The CPU backend's frequencies, to the bit.
-        inv_freq: (0..c.n_layer)
-            .map(|l| {
-                let base = c.layer_rope_base(l) as f64;
-                (0..c.rope_dim / 2)
-                    .map(|i| base.powf(-2.0 * i as f64 / c.rope_dim as f64) as f32)
-                    .collect()
-            })
+        // The CPU backend's rotary tables, to the bit: no pairs for a layer without RoPE.
+        inv_freq: ropes
+            .iter()
+            .map(|r| r.as_ref().map_or_else(Vec::new, |r| r.inv_freq.clone()))
+            .collect(),
+        rope_mscale: ropes
+            .iter()
+            .map(|r| r.as_ref().map_or(1.0, |r| r.mscale))
             .collect(),
         window: (0..c.n_layer).map(|l| c.layer_window(l)).collect(),
         attn_scale: c.attn_scale,
@@ -101,14 +102,13 @@ fn spec(c: &ModelConfig) -> GpuModelSpec {
     }
 }
 
-fn matrix(
-    b: &mut GpuModelBuilder,
+/// The GGML bytes and format of a `[rows, cols]` tensor.
+fn read_tensor(
     gguf: &mut GgufFile,
     name: &str,
-    slot: Slot,
     rows: usize,
     cols: usize,
-) -> Result<()> {
+) -> Result<(WeightFormat, Vec<u8>)> {
     let path = gguf.path().to_owned();
     let (dtype, reader) = gguf.tensor_reader(name, &[rows, cols])?;
     let Some(format) = format_of(dtype) else {
@@ -129,7 +129,42 @@ fn matrix(
             path,
             reason: format!("reading tensor '{name}': {e}"),
         })?;
+    Ok((format, bytes))
+}
+
+fn matrix(
+    b: &mut GpuModelBuilder,
+    gguf: &mut GgufFile,
+    name: &str,
+    slot: Slot,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    let (format, bytes) = read_tensor(gguf, name, rows, cols)?;
     b.matrix(slot, format, rows, cols, &bytes).map_err(gpu_err)
+}
+
+/// A tensor that stacks several of a layer's matrices along its rows (Phi-3's `attn_qkv`, a
+/// gate/up pair): each part is a contiguous run of whole rows.
+fn stacked(
+    b: &mut GpuModelBuilder,
+    gguf: &mut GgufFile,
+    name: &str,
+    layer: usize,
+    parts: &[(LayerSlot, usize)],
+    cols: usize,
+) -> Result<()> {
+    let rows: usize = parts.iter().map(|p| p.1).sum();
+    let (format, bytes) = read_tensor(gguf, name, rows, cols)?;
+    let row_bytes = format.row_bytes(cols);
+    let mut at = 0;
+    for &(slot, n) in parts {
+        let part = &bytes[at * row_bytes..(at + n) * row_bytes];
+        b.matrix(Slot::Layer(layer, slot), format, n, cols, part)
+            .map_err(gpu_err)?;
+        at += n;
+    }
+    Ok(())
 }
 
 impl GpuBackend {
@@ -155,17 +190,56 @@ impl GpuBackend {
         for l in 0..c.n_layer {
             let n = |t: &str| format!("blk.{l}.{t}");
             let s = |x| Slot::Layer(l, x);
-            for (t, slot, rows, cols) in [
-                ("attn_q.weight", LayerSlot::Q, q, h),
-                ("attn_k.weight", LayerSlot::K, kv, h),
-                ("attn_v.weight", LayerSlot::V, kv, h),
-                ("attn_output.weight", LayerSlot::O, h, q),
-                ("ffn_gate.weight", LayerSlot::Gate, c.ffn, h),
-                ("ffn_up.weight", LayerSlot::Up, c.ffn, h),
-                ("ffn_down.weight", LayerSlot::Down, h, c.ffn),
-            ] {
-                matrix(&mut b, gguf, &n(t), s(slot), rows, cols)?;
+            if c.fused_qkv {
+                let parts = [(LayerSlot::Q, q), (LayerSlot::K, kv), (LayerSlot::V, kv)];
+                stacked(&mut b, gguf, &n("attn_qkv.weight"), l, &parts, h)?;
+            } else {
+                for (t, slot, rows) in [
+                    ("attn_q.weight", LayerSlot::Q, q),
+                    ("attn_k.weight", LayerSlot::K, kv),
+                    ("attn_v.weight", LayerSlot::V, kv),
+                ] {
+                    matrix(&mut b, gguf, &n(t), s(slot), rows, h)?;
+                }
             }
+            if c.fused_gate_up {
+                // llama.cpp's SWIGLU: the first half of the rows gates the second.
+                let parts = [(LayerSlot::Gate, c.ffn), (LayerSlot::Up, c.ffn)];
+                stacked(&mut b, gguf, &n("ffn_up.weight"), l, &parts, h)?;
+            } else {
+                matrix(
+                    &mut b,
+                    gguf,
+                    &n("ffn_gate.weight"),
+                    s(LayerSlot::Gate),
+                    c.ffn,
+                    h,
+                )?;
+                matrix(
+                    &mut b,
+                    gguf,
+                    &n("ffn_up.weight"),
+                    s(LayerSlot::Up),
+                    c.ffn,
+                    h,
+                )?;
+            }
+            matrix(
+                &mut b,
+                gguf,
+                &n("attn_output.weight"),
+                s(LayerSlot::O),
+                h,
+                q,
+            )?;
+            matrix(
+                &mut b,
+                gguf,
+                &n("ffn_down.weight"),
+                s(LayerSlot::Down),
+                h,
+                c.ffn,
+            )?;
             vector(
                 &mut b,
                 gguf,
