@@ -145,7 +145,10 @@ impl LocalService {
     /// Start the engine thread for `model`.
     pub fn start(model: Arc<Model>, options: LocalOptions) -> Result<Self> {
         let backend = model.backend().info();
-        let energy = EnergyMeter::detect(rayon::current_num_threads(), backend.gpu);
+        let energy = model
+            .backend()
+            .energy_meter()
+            .unwrap_or_else(|| EnergyMeter::detect(rayon::current_num_threads(), backend.gpu));
         let info = ServiceInfo {
             model: model.info.name.clone(),
             device: backend.device,
