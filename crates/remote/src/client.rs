@@ -121,7 +121,12 @@ pub struct ServerInfo {
 impl ServerInfo {
     /// "vLLM at http://host:8000, model Qwen/…": for device lines.
     pub fn describe(&self) -> String {
-        format!("{} at {}, model {}", self.dialect.name(), self.root, self.model)
+        format!(
+            "{} at {}, model {}",
+            self.dialect.name(),
+            self.root,
+            self.model
+        )
     }
 }
 
@@ -254,28 +259,28 @@ impl Client {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let card = match model {
-            Some(want) => cards
-                .iter()
-                .find(|c| c.id == want)
-                .ok_or_else(|| RemoteError::UnknownModel {
-                    url: root.clone(),
-                    model: want.to_owned(),
-                    served: listing(),
-                })?,
-            None => match cards.as_slice() {
-                [] => return Err(RemoteError::NoModels { url: root }),
-                [one] => one,
-                many => {
-                    return Err(RemoteError::AmbiguousModel {
+        let card =
+            match model {
+                Some(want) => cards.iter().find(|c| c.id == want).ok_or_else(|| {
+                    RemoteError::UnknownModel {
                         url: root.clone(),
-                        count: many.len(),
+                        model: want.to_owned(),
                         served: listing(),
-                    })
-                }
-            },
-        }
-        .clone();
+                    }
+                })?,
+                None => match cards.as_slice() {
+                    [] => return Err(RemoteError::NoModels { url: root }),
+                    [one] => one,
+                    many => {
+                        return Err(RemoteError::AmbiguousModel {
+                            url: root.clone(),
+                            count: many.len(),
+                            served: listing(),
+                        })
+                    }
+                },
+            }
+            .clone();
         let hinted = match card.owned_by.as_deref() {
             Some("vllm") => Some(Dialect::Vllm),
             Some("sglang") => Some(Dialect::Sglang),
@@ -438,7 +443,12 @@ impl Client {
         self.tokenize_via(&self.session, route, text)
     }
 
-    fn tokenize_via(&self, session: &Session, route: TokenizeRoute, text: &str) -> Result<Vec<u32>> {
+    fn tokenize_via(
+        &self,
+        session: &Session,
+        route: TokenizeRoute,
+        text: &str,
+    ) -> Result<Vec<u32>> {
         let model = &self.info.model;
         let answer: TokenizeAnswer = match route {
             TokenizeRoute::Root => session.post_json(
@@ -636,7 +646,10 @@ impl Client {
                 });
             }
             if let Some(u) = chunk.usage {
-                cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).or(cached);
+                cached = u
+                    .prompt_tokens_details
+                    .and_then(|d| d.cached_tokens)
+                    .or(cached);
                 usage = Some(u);
             }
             if let Some(t) = chunk.timings {

@@ -10,7 +10,9 @@ pub enum RemoteError {
     BadUrl { url: String, reason: String },
 
     /// Nothing listens at the address.
-    #[error("cannot connect to {url}: connection refused (is the server running, and on that port?)")]
+    #[error(
+        "cannot connect to {url}: connection refused (is the server running, and on that port?)"
+    )]
     Refused { url: String },
 
     /// DNS, routing or TLS failed before any HTTP exchange.

@@ -199,7 +199,8 @@ impl Session {
         path: &str,
         body: &impl Serialize,
     ) -> Result<T> {
-        let bytes = serde_json::to_vec(body).map_err(|e| RemoteError::Unsupported(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(body).map_err(|e| RemoteError::Unsupported(e.to_string()))?;
         let resp = self.send(path, Some(&bytes))?;
         self.read_json(path, resp)
     }
@@ -210,7 +211,8 @@ impl Session {
         path: &str,
         body: &impl Serialize,
     ) -> Result<Box<dyn Read + Send>> {
-        let bytes = serde_json::to_vec(body).map_err(|e| RemoteError::Unsupported(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(body).map_err(|e| RemoteError::Unsupported(e.to_string()))?;
         let resp = self.send(path, Some(&bytes))?;
         Ok(Box::new(resp.into_body().into_reader()))
     }
@@ -357,19 +359,24 @@ impl Session {
         }
     }
 
-    pub(crate) fn map_io(&self, url: String, io: &std::io::Error, phase: &'static str) -> RemoteError {
+    pub(crate) fn map_io(
+        &self,
+        url: String,
+        io: &std::io::Error,
+        phase: &'static str,
+    ) -> RemoteError {
         use std::io::ErrorKind;
         if self.is_cancelled() {
             return RemoteError::Cancelled;
         }
-        if let Some(inner) = io.get_ref().and_then(|e| e.downcast_ref::<ureq::Error>()) {
-            if let ureq::Error::Timeout(_) = inner {
-                return RemoteError::Timeout {
-                    url,
-                    secs: self.inner.read_timeout.as_secs_f64(),
-                    phase,
-                };
-            }
+        if let Some(ureq::Error::Timeout(_)) =
+            io.get_ref().and_then(|e| e.downcast_ref::<ureq::Error>())
+        {
+            return RemoteError::Timeout {
+                url,
+                secs: self.inner.read_timeout.as_secs_f64(),
+                phase,
+            };
         }
         match io.kind() {
             ErrorKind::ConnectionRefused => RemoteError::Refused { url },
@@ -409,19 +416,21 @@ fn error_message(resp: Response<Body>) -> String {
         .limit(64 << 10)
         .read_to_string()
         .unwrap_or_default();
-    let from_json = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| {
-        let pick = |v: &serde_json::Value| -> Option<String> {
-            match v {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Null => None,
-                other => Some(other.to_string()),
-            }
-        };
-        v.get("error")
-            .and_then(|e| e.get("message").and_then(pick).or_else(|| pick(e)))
-            .or_else(|| v.get("detail").and_then(pick))
-            .or_else(|| v.get("message").and_then(pick))
-    });
+    let from_json = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| {
+            let pick = |v: &serde_json::Value| -> Option<String> {
+                match v {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Null => None,
+                    other => Some(other.to_string()),
+                }
+            };
+            v.get("error")
+                .and_then(|e| e.get("message").and_then(pick).or_else(|| pick(e)))
+                .or_else(|| v.get("detail").and_then(pick))
+                .or_else(|| v.get("message").and_then(pick))
+        });
     let message = from_json.unwrap_or(text);
     if message.trim().is_empty() {
         reason
@@ -437,11 +446,15 @@ mod tests {
     #[test]
     fn base_urls_normalize_to_the_root() {
         assert_eq!(
-            normalize_base_url("http://127.0.0.1:8000/v1/").ok().as_deref(),
+            normalize_base_url("http://127.0.0.1:8000/v1/")
+                .ok()
+                .as_deref(),
             Some("http://127.0.0.1:8000")
         );
         assert_eq!(
-            normalize_base_url(" https://h.example/openai ").ok().as_deref(),
+            normalize_base_url(" https://h.example/openai ")
+                .ok()
+                .as_deref(),
             Some("https://h.example/openai")
         );
         assert!(matches!(

@@ -16,8 +16,8 @@ mod sse;
 pub mod wire;
 
 pub use self::client::{
-    list_models, Capabilities, ChoiceOutcome, Client, CompletionOutcome, CompletionParams,
-    Dialect, RemoteAlternative, ServerInfo, StreamedToken, TokenizeRoute,
+    list_models, Capabilities, ChoiceOutcome, Client, CompletionOutcome, CompletionParams, Dialect,
+    RemoteAlternative, ServerInfo, StreamedToken, TokenizeRoute,
 };
 pub use self::error::{RemoteError, Result};
 pub use self::http::{normalize_base_url, ApiKey, RetryPolicy, ServerConfig, Session};

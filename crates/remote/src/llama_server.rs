@@ -49,7 +49,9 @@ pub fn venv_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("THINKSCOPE_LLAMA_VENV").filter(|v| !v.is_empty()) {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     home.join(".cache/thinkscope/llama-venv")
 }
 

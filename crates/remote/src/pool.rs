@@ -16,6 +16,9 @@ use crossbeam_channel::RecvTimeoutError;
 /// How often the caller's stop check runs while it waits for events.
 const POLL: Duration = Duration::from_millis(20);
 
+/// A job's body: the job and a way to send events back to the caller's thread.
+pub type Work<'a, J, R, E> = dyn Fn(J, &dyn Fn(E)) -> R + Sync + 'a;
+
 enum Msg<E, R> {
     Event(E),
     Done(usize, R),
@@ -28,7 +31,7 @@ enum Msg<E, R> {
 pub fn run_bounded<J, R, E>(
     jobs: Vec<J>,
     concurrency: usize,
-    work: &(dyn Fn(J, &dyn Fn(E)) -> R + Sync),
+    work: &Work<'_, J, R, E>,
     on_event: &mut dyn FnMut(E),
     should_stop: &mut dyn FnMut() -> bool,
     cancel: &dyn Fn(),

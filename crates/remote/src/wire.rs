@@ -234,7 +234,10 @@ mod tests {
             r#"{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":8}}"#,
         )
         .expect("usage");
-        assert_eq!(u.prompt_tokens_details.and_then(|d| d.cached_tokens), Some(8));
+        assert_eq!(
+            u.prompt_tokens_details.and_then(|d| d.cached_tokens),
+            Some(8)
+        );
         let u: Usage = serde_json::from_str(r#"{"prompt_tokens":9}"#).expect("usage");
         assert_eq!(u.prompt_tokens_details, None);
     }

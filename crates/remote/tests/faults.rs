@@ -100,7 +100,12 @@ fn start(scenario: Scenario) -> Fake {
                     return;
                 };
                 if scenario == Scenario::Unauthorized {
-                    respond(&mut stream, "401 Unauthorized", "", r#"{"detail":"Invalid API key"}"#);
+                    respond(
+                        &mut stream,
+                        "401 Unauthorized",
+                        "",
+                        r#"{"detail":"Invalid API key"}"#,
+                    );
                     return;
                 }
                 match path.as_str() {
@@ -116,7 +121,12 @@ fn start(scenario: Scenario) -> Fake {
                         let act = if nth == 0 { Scenario::Good } else { scenario };
                         complete(&mut stream, act, nth, &closed);
                     }
-                    _ => respond(&mut stream, "404 Not Found", "", r#"{"detail":"Not Found"}"#),
+                    _ => respond(
+                        &mut stream,
+                        "404 Not Found",
+                        "",
+                        r#"{"detail":"Not Found"}"#,
+                    ),
                 }
             });
         }
@@ -129,13 +139,24 @@ fn start(scenario: Scenario) -> Fake {
 }
 
 fn complete(stream: &mut TcpStream, act: Scenario, nth: usize, closed: &AtomicBool) {
-    let sse_head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let sse_head =
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
     match act {
         Scenario::TooManyThenOk(k) if nth <= k => {
-            respond(stream, "429 Too Many Requests", "Retry-After: 0\r\n", r#"{"error":{"message":"slow down"}}"#);
+            respond(
+                stream,
+                "429 Too Many Requests",
+                "Retry-After: 0\r\n",
+                r#"{"error":{"message":"slow down"}}"#,
+            );
         }
         Scenario::AlwaysTooMany => {
-            respond(stream, "429 Too Many Requests", "", r#"{"error":{"message":"slow down"}}"#);
+            respond(
+                stream,
+                "429 Too Many Requests",
+                "",
+                r#"{"error":{"message":"slow down"}}"#,
+            );
         }
         Scenario::ServerError => respond(
             stream,
@@ -254,16 +275,25 @@ fn connection_refused_is_one_clear_line() {
     let err = Client::connect(config(port), None).err().expect("refused");
     assert!(matches!(err, RemoteError::Refused { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("connection refused") && !msg.contains('\n'), "{msg}");
+    assert!(
+        msg.contains("connection refused") && !msg.contains('\n'),
+        "{msg}"
+    );
 }
 
 #[test]
 fn a_wrong_key_says_so_in_one_line() {
     let fake = start(Scenario::Unauthorized);
     let err = Client::connect(config(fake.port), None).err().expect("401");
-    assert!(matches!(err, RemoteError::Auth { status: 401, .. }), "{err:?}");
+    assert!(
+        matches!(err, RemoteError::Auth { status: 401, .. }),
+        "{err:?}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains("Invalid API key") && msg.contains("THINKSCOPE_API_KEY"), "{msg}");
+    assert!(
+        msg.contains("Invalid API key") && msg.contains("THINKSCOPE_API_KEY"),
+        "{msg}"
+    );
     assert!(!msg.contains('\n'));
 }
 
@@ -276,17 +306,30 @@ fn rate_limits_are_retried_then_given_up_on() {
         .complete(&session, &params(), &mut |_, _| ControlFlow::Continue(()))
         .expect("cleared after two 429s");
     assert_eq!(out.choices[0].text, " 4\n");
-    assert_eq!(fake.completions.load(Ordering::SeqCst), 4, "probe + 2 refused + 1 served");
+    assert_eq!(
+        fake.completions.load(Ordering::SeqCst),
+        4,
+        "probe + 2 refused + 1 served"
+    );
 
     let (err, _) = run(Scenario::AlwaysTooMany);
-    assert!(matches!(err, RemoteError::RateLimited { tries: 4, .. }), "{err:?}");
+    assert!(
+        matches!(err, RemoteError::RateLimited { tries: 4, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn server_errors_carry_the_servers_message_on_one_line() {
     let (err, _) = run(Scenario::ServerError);
-    assert!(matches!(err, RemoteError::Server { status: 500, .. }), "{err:?}");
-    assert!(err.to_string().contains("CUDA out of memory Traceback"), "{err}");
+    assert!(
+        matches!(err, RemoteError::Server { status: 500, .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("CUDA out of memory Traceback"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -311,7 +354,10 @@ fn a_stalled_server_times_out() {
     let started = Instant::now();
     let (err, _) = run(Scenario::Stall);
     assert!(matches!(err, RemoteError::Timeout { .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(5), "gave up on the read timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "gave up on the read timeout"
+    );
 }
 
 #[test]
@@ -341,7 +387,10 @@ fn cancel_closes_an_endless_stream_at_once() {
     while !fake.client_closed.load(Ordering::SeqCst) && wait.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(fake.client_closed.load(Ordering::SeqCst), "the stream was closed");
+    assert!(
+        fake.client_closed.load(Ordering::SeqCst),
+        "the stream was closed"
+    );
     // A cancelled session refuses new requests.
     let again = client.complete(&session, &params(), &mut |_, _| ControlFlow::Continue(()));
     assert!(matches!(again, Err(RemoteError::Cancelled)));

@@ -45,7 +45,8 @@ fn config(server: &LlamaServer) -> ServerConfig {
     c
 }
 
-const CHAT: &str = "<|im_start|>user\nWhat is 2+3? Answer with a number.<|im_end|>\n<|im_start|>assistant\n";
+const CHAT: &str =
+    "<|im_start|>user\nWhat is 2+3? Answer with a number.<|im_end|>\n<|im_start|>assistant\n";
 
 #[test]
 fn real_server_paths() {
@@ -54,8 +55,17 @@ fn real_server_paths() {
     };
     let client = Client::connect(config(&server), None).expect("connect");
     let info = client.info();
-    assert_eq!(info.dialect, Dialect::LlamaCppPython, "{}", server.log_tail());
-    assert!(info.model.ends_with("SmolLM2-135M-Instruct.Q4_1.gguf"), "{}", info.model);
+    assert_eq!(
+        info.dialect,
+        Dialect::LlamaCppPython,
+        "{}",
+        server.log_tail()
+    );
+    assert!(
+        info.model.ends_with("SmolLM2-135M-Instruct.Q4_1.gguf"),
+        "{}",
+        info.model
+    );
     let caps = &info.capabilities;
     assert!(caps.logprobs, "{}", caps.describe());
     assert!(caps.top_logprobs >= 5, "{}", caps.describe());
@@ -64,10 +74,18 @@ fn real_server_paths() {
     assert!(!caps.token_id_prompts, "its prompt field is text only");
     assert!(!caps.token_ids_in_output);
 
-    // Tokenizer endpoints: the chat marker is one special token, and text round-trips.
+    // Tokenizer endpoints: the chat marker is one special token (which llama-cpp-python's
+    // detokenizer leaves out), and plain text round-trips.
     let ids = client.tokenize("<|im_start|>user\nHi").expect("tokenize");
-    assert_eq!(ids.first(), Some(&1), "<|im_start|> is token 1 in SmolLM2: {ids:?}");
-    assert_eq!(client.detokenize(&ids).expect("detokenize"), "<|im_start|>user\nHi");
+    assert_eq!(
+        ids.first(),
+        Some(&1),
+        "<|im_start|> is token 1 in SmolLM2: {ids:?}"
+    );
+    assert_eq!(client.detokenize(&ids).expect("detokenize"), "user\nHi");
+    let text = "Question: what is 12*7?\nAnswer: 84";
+    let ids = client.tokenize(text).expect("tokenize");
+    assert_eq!(client.detokenize(&ids).expect("detokenize"), text);
 
     // Greedy: each token is the most likely one, its log-prob is the top alternative's, the
     // alternatives are sorted, and the answer names 5.
@@ -82,10 +100,17 @@ fn real_server_paths() {
         })
         .expect("greedy completion");
     let choice = &out.choices[0];
-    assert!(!toks.is_empty() && toks.len() <= 12, "{} tokens", toks.len());
+    assert!(
+        !toks.is_empty() && toks.len() <= 12,
+        "{} tokens",
+        toks.len()
+    );
     assert_eq!(choice.tokens, toks.len());
     assert!(choice.text.contains('5'), "answer: {:?}", choice.text);
-    assert!(matches!(choice.finish_reason.as_deref(), Some("stop" | "length")));
+    assert!(matches!(
+        choice.finish_reason.as_deref(),
+        Some("stop" | "length")
+    ));
     for t in &toks {
         let lp = t.logprob.expect("logprob");
         assert!(lp <= 0.0 && lp.is_finite());
@@ -94,7 +119,10 @@ fn real_server_paths() {
         assert_eq!(t.top[0].text, t.text, "greedy picks the top alternative");
         assert!((t.top[0].logprob - lp).abs() < 1e-4);
     }
-    assert_eq!(choice.text, toks.iter().map(|t| t.text.as_str()).collect::<String>());
+    assert_eq!(
+        choice.text,
+        toks.iter().map(|t| t.text.as_str()).collect::<String>()
+    );
 
     // Many branches in flight: four seeded samples through the pool, all complete, and the
     // seeds make them differ.
@@ -153,7 +181,9 @@ fn real_server_paths() {
     );
     let after_cancel = cancelled_at.map(|t| t.elapsed()).unwrap_or_default();
     assert!(
-        results.iter().all(|r| matches!(r, Err(RemoteError::Cancelled))),
+        results
+            .iter()
+            .all(|r| matches!(r, Err(RemoteError::Cancelled))),
         "{results:?}"
     );
     assert!(
@@ -222,9 +252,15 @@ fn a_wrong_key_and_a_wrong_url_give_one_line_errors() {
     let mut cfg = config(&server);
     cfg.api_key = ApiKey::new("wrong-key");
     let err = Client::connect(cfg.clone(), None).err().expect("wrong key");
-    assert!(matches!(err, RemoteError::Auth { status: 401, .. }), "{err:?}");
+    assert!(
+        matches!(err, RemoteError::Auth { status: 401, .. }),
+        "{err:?}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains("Invalid API key") && !msg.contains('\n'), "{msg}");
+    assert!(
+        msg.contains("Invalid API key") && !msg.contains('\n'),
+        "{msg}"
+    );
     assert!(!msg.contains("wrong-key"), "the key is never echoed: {msg}");
 
     cfg.api_key = ApiKey::new("right-key");
