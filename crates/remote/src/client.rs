@@ -231,6 +231,17 @@ pub struct Client {
     info: ServerInfo,
     /// id → text, filled from `/detokenize` for servers that send ids without text.
     id_text: Mutex<HashMap<u32, String>>,
+    /// Which chat-template endpoint works, once known (`Some(None)`: none does).
+    chat_route: Mutex<Option<Option<ChatRoute>>>,
+}
+
+/// Where a server renders its own chat template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChatRoute {
+    /// llama.cpp server: `POST /apply-template {"messages"}` → `{"prompt"}`.
+    ApplyTemplate,
+    /// vLLM: `POST /tokenize {"messages", "add_generation_prompt"}` → `{"tokens"}`.
+    TokenizeMessages,
 }
 
 /// The models a server lists, without probing anything else.
@@ -317,6 +328,7 @@ impl Client {
                 },
             },
             id_text: Mutex::new(HashMap::new()),
+            chat_route: Mutex::new(None),
         };
         client.probe(hinted)?;
         tracing::info!(
@@ -461,6 +473,65 @@ impl Client {
             }
         };
         Ok(answer.tokens.iter().map(|t| t.id()).collect())
+    }
+
+    /// The conversation rendered by the server's own chat template, ending with the assistant's
+    /// turn opened: token ids from vLLM (`/tokenize` with messages), text from llama.cpp server
+    /// (`/apply-template`). `None` when the server renders no templates (llama-cpp-python).
+    pub fn render_chat(&self, messages: &[(&str, &str)]) -> Result<Option<Prompt>> {
+        let msgs: Vec<Value> = messages
+            .iter()
+            .map(|(role, content)| json!({"role": role, "content": content}))
+            .collect();
+        let known = self.chat_route.lock().ok().and_then(|g| *g);
+        let candidates: Vec<ChatRoute> = match known {
+            Some(Some(route)) => vec![route],
+            Some(None) => return Ok(None),
+            None => vec![ChatRoute::ApplyTemplate, ChatRoute::TokenizeMessages],
+        };
+        for route in candidates {
+            let result = match route {
+                ChatRoute::ApplyTemplate => self
+                    .session
+                    .post_json::<Value>("/apply-template", &json!({"messages": msgs}))
+                    .and_then(|v| {
+                        v.get("prompt")
+                            .and_then(Value::as_str)
+                            .map(|p| Prompt::Text(p.to_owned()))
+                            .ok_or_else(|| RemoteError::Malformed {
+                                url: self.session.url("/apply-template"),
+                                reason: "no \"prompt\" in the answer".into(),
+                                snippet: one_line(&v.to_string(), 120),
+                            })
+                    }),
+                ChatRoute::TokenizeMessages => self
+                    .session
+                    .post_json::<TokenizeAnswer>(
+                        "/tokenize",
+                        &json!({"model": self.info.model, "messages": msgs,
+                                "add_generation_prompt": true, "add_special_tokens": false}),
+                    )
+                    .map(|a| Prompt::Ids(a.tokens.iter().map(|t| t.id()).collect())),
+            };
+            match result {
+                Ok(prompt) => {
+                    if let Ok(mut g) = self.chat_route.lock() {
+                        *g = Some(Some(route));
+                    }
+                    return Ok(Some(prompt));
+                }
+                Err(
+                    RemoteError::Rejected { .. }
+                    | RemoteError::Server { .. }
+                    | RemoteError::Malformed { .. },
+                ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Ok(mut g) = self.chat_route.lock() {
+            *g = Some(None);
+        }
+        Ok(None)
     }
 
     /// Text of token ids from the server's detokenizer.

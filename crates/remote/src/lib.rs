@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod error;
+pub mod estimate;
 pub mod http;
 pub mod llama_server;
 pub mod pool;

@@ -87,6 +87,9 @@ fn real_server_paths() {
     let ids = client.tokenize(text).expect("tokenize");
     assert_eq!(client.detokenize(&ids).expect("detokenize"), text);
 
+    // llama-cpp-python renders no chat templates over HTTP.
+    assert_eq!(client.render_chat(&[("user", "Hi")]).expect("render"), None);
+
     // Greedy: each token is the most likely one, its log-prob is the top alternative's, the
     // alternatives are sorted, and the answer names 5.
     let session = client.session().expect("session");
