@@ -302,7 +302,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut engine = Engine::new(
                 model.clone(),
                 thinkscope_engine::sequences::DEFAULT_KV_BUDGET_BYTES,
-            );
+            )?;
             let mut stdout = std::io::stdout();
             let gen = generate::generate(&mut engine, &ids, &params, max_tokens, |_, piece| {
                 if !json {
@@ -560,7 +560,7 @@ fn bench(
     let mut engine = Engine::new(
         model.clone(),
         thinkscope_engine::sequences::DEFAULT_KV_BUDGET_BYTES,
-    );
+    )?;
     // Warm-up.
     let s = engine.new_sequence();
     engine.prefill(s, &prompt[..prompt.len().min(16)])?;

@@ -1,55 +1,57 @@
-//! Paged per-sequence KV cache with copy-on-write blocks.
+//! Paged per-sequence KV cache tables with copy-on-write blocks.
 //!
 //! A sequence's cache is a list of fixed-size blocks behind `Arc`s. Forking clones the list (a few
 //! pointer copies): parent and child share every block of the prefix. The first write into a
-//! shared block copies that one block, so a fork costs at most one block copy per branch, never a
-//! recomputation. Memory is accounted in a pool with a hard budget.
+//! shared block gives the writer a new block and records a copy, so a fork costs at most one block
+//! copy per branch, never a recomputation. Memory is accounted in a pool with a hard budget.
 //!
-//! Keys and values are stored as f16, like llama.cpp's default cache: half the memory of f32, and
-//! the same rounding the reference engine applies.
+//! This module never touches the keys and values themselves: it hands out block ids, and the
+//! backend that runs the forward pass keeps the storage (host memory for the CPU kernels, buffers
+//! for a GPU) and performs the copies it is told to (see [`crate::backend`]).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use half::f16;
-use half::slice::HalfFloatSliceExt;
-
+pub use crate::backend::{BlockCopy, BlockId, KvLayout, BLOCK_TOKENS};
 use crate::error::{EngineError, Result};
 
-/// Tokens per KV block.
-pub const BLOCK_TOKENS: usize = 16;
+/// Bytes per cached value (keys and values are stored as f16, like llama.cpp's default cache).
+pub const BYTES_PER_VALUE: usize = 2;
 
-/// Shape of the cache: one K and one V vector of `kv_dim` floats per layer and token.
-#[derive(Clone, Copy, Debug)]
-pub struct KvLayout {
-    /// Transformer blocks.
-    pub n_layer: usize,
-    /// Key/value heads.
-    pub n_kv_head: usize,
-    /// Width of a head.
-    pub head_dim: usize,
-}
-
-impl KvLayout {
-    fn block_floats(&self) -> usize {
-        self.n_layer * 2 * self.n_kv_head * BLOCK_TOKENS * self.head_dim
-    }
-
-    /// Offset of (layer, k-or-v, head, slot) inside a block.
-    #[inline]
-    fn offset(&self, layer: usize, is_v: usize, head: usize, slot: usize) -> usize {
-        (((layer * 2 + is_v) * self.n_kv_head + head) * BLOCK_TOKENS + slot) * self.head_dim
-    }
+#[derive(Default)]
+struct PoolState {
+    /// Ids below `next` that nobody holds.
+    free: BTreeSet<BlockId>,
+    /// One past the highest id handed out and still held.
+    next: BlockId,
+    /// Blocks held.
+    used: usize,
+    /// Blocks copied because a shared block was written.
+    copied: usize,
 }
 
 struct PoolInner {
     layout: KvLayout,
     budget_bytes: usize,
-    used_bytes: AtomicUsize,
-    copied_blocks: AtomicUsize,
+    state: Mutex<PoolState>,
 }
 
-/// Allocator and accountant for KV blocks.
+impl PoolInner {
+    fn state(&self) -> MutexGuard<'_, PoolState> {
+        // Nothing is left half-updated under the lock, so a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn block_bytes(&self) -> usize {
+        self.layout.block_values() * BYTES_PER_VALUE
+    }
+
+    fn budget_blocks(&self) -> usize {
+        self.budget_bytes / self.block_bytes().max(1)
+    }
+}
+
+/// Allocator and accountant for KV block ids.
 #[derive(Clone)]
 pub struct KvPool {
     inner: Arc<PoolInner>,
@@ -62,8 +64,7 @@ impl KvPool {
             inner: Arc::new(PoolInner {
                 layout,
                 budget_bytes,
-                used_bytes: AtomicUsize::new(0),
-                copied_blocks: AtomicUsize::new(0),
+                state: Mutex::new(PoolState::default()),
             }),
         }
     }
@@ -75,7 +76,7 @@ impl KvPool {
 
     /// Bytes held by live blocks.
     pub fn used_bytes(&self) -> usize {
-        self.inner.used_bytes.load(Ordering::Relaxed)
+        self.inner.state().used * self.block_bytes()
     }
 
     /// The configured budget.
@@ -85,55 +86,88 @@ impl KvPool {
 
     /// Blocks copied because a shared block was written (copy-on-write).
     pub fn copied_blocks(&self) -> usize {
-        self.inner.copied_blocks.load(Ordering::Relaxed)
+        self.inner.state().copied
     }
 
     /// Bytes of one block.
     pub fn block_bytes(&self) -> usize {
-        self.inner.layout.block_floats() * std::mem::size_of::<f16>()
+        self.inner.block_bytes()
     }
 
-    fn alloc(&self, copy_of: Option<&KvBlock>) -> Result<KvBlock> {
-        let bytes = self.block_bytes();
-        let used = self.inner.used_bytes.fetch_add(bytes, Ordering::Relaxed);
-        if used + bytes > self.inner.budget_bytes {
-            self.inner.used_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    /// Every id in use is below this: the storage a backend must hold.
+    pub fn blocks_in_use(&self) -> usize {
+        self.inner.state().next as usize
+    }
+
+    /// Blocks that may still be allocated under the budget.
+    pub fn free_blocks(&self) -> usize {
+        self.inner
+            .budget_blocks()
+            .saturating_sub(self.inner.state().used)
+    }
+
+    fn alloc(&self) -> Result<Arc<BlockRef>> {
+        let mut s = self.inner.state();
+        if s.used >= self.inner.budget_blocks() {
+            let bytes = self.block_bytes();
             return Err(EngineError::KvBudgetExceeded {
                 needed_bytes: bytes,
-                used_bytes: used,
+                used_bytes: s.used * bytes,
                 budget_bytes: self.inner.budget_bytes,
             });
         }
-        let data = match copy_of {
-            Some(src) => {
-                self.inner.copied_blocks.fetch_add(1, Ordering::Relaxed);
-                src.data.clone()
+        // The lowest free id first, so storage stays compact and can shrink from the top.
+        let id = match s.free.pop_first() {
+            Some(id) => id,
+            None => {
+                s.next += 1;
+                s.next - 1
             }
-            None => vec![f16::ZERO; self.inner.layout.block_floats()],
         };
-        Ok(KvBlock {
-            data,
+        s.used += 1;
+        Ok(Arc::new(BlockRef {
+            id,
             pool: self.inner.clone(),
-        })
+        }))
     }
 }
 
-struct KvBlock {
-    data: Vec<f16>,
+/// A held block id; dropping the last reference frees it.
+struct BlockRef {
+    id: BlockId,
     pool: Arc<PoolInner>,
 }
 
-impl Drop for KvBlock {
+impl Drop for BlockRef {
     fn drop(&mut self) {
-        let bytes = self.data.len() * std::mem::size_of::<f16>();
-        self.pool.used_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        let mut s = self.pool.state();
+        s.used -= 1;
+        if self.id + 1 == s.next {
+            s.next -= 1;
+            while s.next > 0 {
+                let top = s.next - 1;
+                if !s.free.remove(&top) {
+                    break;
+                }
+                s.next = top;
+            }
+        } else {
+            s.free.insert(self.id);
+        }
     }
 }
 
-/// The KV cache of one sequence.
+/// What [`SeqKv::reserve`] replaced, kept until the pass it reserved for has succeeded.
+#[derive(Default)]
+#[must_use = "keep it until the pass is done, and undo it if the pass fails"]
+pub struct Reserved {
+    replaced: Vec<(usize, Arc<BlockRef>)>,
+}
+
+/// The KV cache table of one sequence.
 #[derive(Clone, Default)]
 pub struct SeqKv {
-    blocks: Vec<Arc<KvBlock>>,
+    blocks: Vec<Arc<BlockRef>>,
     len: usize,
 }
 
@@ -157,24 +191,75 @@ impl SeqKv {
     pub fn truncate(&mut self, len: usize) {
         if len < self.len {
             self.len = len;
-            self.blocks.truncate(len.div_ceil(BLOCK_TOKENS));
         }
+        self.blocks.truncate(self.len.div_ceil(BLOCK_TOKENS));
     }
 
-    /// Make room for positions `self.len .. self.len + n`, copying shared blocks that will be
-    /// written. After this, `write` at those positions cannot fail.
-    pub fn reserve(&mut self, pool: &KvPool, n: usize) -> Result<()> {
+    /// Blocks [`SeqKv::reserve`] would allocate for `n` more positions (new blocks and copies of
+    /// shared ones), so a whole batch can be checked against the budget before anything changes.
+    pub fn blocks_needed(&self, n: usize) -> usize {
+        let first = self.len / BLOCK_TOKENS;
+        let end = (self.len + n).div_ceil(BLOCK_TOKENS);
+        (first..end)
+            .filter(|&b| b >= self.blocks.len() || Arc::strong_count(&self.blocks[b]) > 1)
+            .count()
+    }
+
+    /// Make room for positions `self.len .. self.len + n`: new blocks where the table ends, and a
+    /// block of its own (with a copy recorded in `copies`) for every shared block that will be
+    /// written. The copies must be performed before the pass writes; [`SeqKv::blocks_needed`]
+    /// says beforehand whether this can succeed.
+    ///
+    /// Keep the returned [`Reserved`] until the pass is done: when the pass fails,
+    /// [`SeqKv::undo`] puts the shared blocks back (the copies may never have been made).
+    pub fn reserve(
+        &mut self,
+        pool: &KvPool,
+        n: usize,
+        copies: &mut Vec<BlockCopy>,
+    ) -> Result<Reserved> {
         let end = self.len + n;
         let first = self.len / BLOCK_TOKENS;
+        let mut reserved = Reserved::default();
+        let copies_before = copies.len();
         for b in first..end.div_ceil(BLOCK_TOKENS) {
-            if b == self.blocks.len() {
-                self.blocks.push(Arc::new(pool.alloc(None)?));
-            } else if Arc::strong_count(&self.blocks[b]) > 1 {
-                let copy = pool.alloc(Some(&self.blocks[b]))?;
-                self.blocks[b] = Arc::new(copy);
+            let shared = b < self.blocks.len() && Arc::strong_count(&self.blocks[b]) > 1;
+            if b < self.blocks.len() && !shared {
+                continue;
+            }
+            let own = match pool.alloc() {
+                Ok(own) => own,
+                Err(e) => {
+                    // All or nothing: the table is as it was.
+                    copies.truncate(copies_before);
+                    self.undo(reserved);
+                    return Err(e);
+                }
+            };
+            if shared {
+                copies.push(BlockCopy {
+                    src: self.blocks[b].id,
+                    dst: own.id,
+                });
+                reserved
+                    .replaced
+                    .push((b, std::mem::replace(&mut self.blocks[b], own)));
+            } else {
+                self.blocks.push(own);
             }
         }
-        Ok(())
+        pool.inner.state().copied += reserved.replaced.len();
+        Ok(reserved)
+    }
+
+    /// Undo a reservation whose pass failed: the shared blocks come back, new ones go.
+    pub fn undo(&mut self, reserved: Reserved) {
+        for (b, old) in reserved.replaced {
+            if let Some(slot) = self.blocks.get_mut(b) {
+                *slot = old;
+            }
+        }
+        self.truncate(self.len);
     }
 
     /// Mark `n` reserved positions as filled.
@@ -182,38 +267,108 @@ impl SeqKv {
         self.len += n;
     }
 
-    /// Store K and V of one layer at `pos` (reserved beforehand).
-    pub fn write(&mut self, layout: &KvLayout, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
-        let hd = layout.head_dim;
-        let Some(block) = self.blocks.get_mut(pos / BLOCK_TOKENS) else {
-            return;
+    /// The block table: position `p` lives in block `ids[p / BLOCK_TOKENS]`.
+    pub fn block_ids(&self) -> Vec<BlockId> {
+        self.blocks.iter().map(|b| b.id).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(blocks: usize) -> KvPool {
+        let layout = KvLayout {
+            n_layer: 1,
+            n_kv_head: 1,
+            head_dim: 8,
         };
-        let Some(block) = Arc::get_mut(block) else {
-            // `reserve` made every written block unique; a shared one here is a logic error that
-            // must not corrupt another sequence's cache.
-            tracing::error!("KV write into a shared block at position {pos}");
-            return;
-        };
-        let slot = pos % BLOCK_TOKENS;
-        for h in 0..layout.n_kv_head {
-            let ko = layout.offset(layer, 0, h, slot);
-            block.data[ko..ko + hd].convert_from_f32_slice(&k[h * hd..(h + 1) * hd]);
-            let vo = layout.offset(layer, 1, h, slot);
-            block.data[vo..vo + hd].convert_from_f32_slice(&v[h * hd..(h + 1) * hd]);
-        }
+        let bytes = layout.block_values() * BYTES_PER_VALUE;
+        KvPool::new(layout, blocks * bytes)
     }
 
-    /// Key vector of (layer, head) at `pos`.
-    #[inline]
-    pub fn key(&self, layout: &KvLayout, layer: usize, head: usize, pos: usize) -> &[f16] {
-        let o = layout.offset(layer, 0, head, pos % BLOCK_TOKENS);
-        &self.blocks[pos / BLOCK_TOKENS].data[o..o + layout.head_dim]
+    #[test]
+    fn forks_share_blocks_and_a_write_copies_only_the_shared_one() {
+        let pool = pool(8);
+        let mut a = SeqKv::default();
+        let mut copies = Vec::new();
+        drop(a.reserve(&pool, 20, &mut copies).expect("reserve"));
+        a.advance(20);
+        assert!(copies.is_empty());
+        assert_eq!(a.block_ids(), vec![0, 1]);
+        let mut b = a.fork();
+        assert_eq!(
+            pool.used_bytes(),
+            2 * pool.block_bytes(),
+            "a fork allocates nothing"
+        );
+        // Writing position 20 touches block 1, which both hold: b gets its own copy.
+        assert_eq!(b.blocks_needed(1), 1);
+        drop(b.reserve(&pool, 1, &mut copies).expect("reserve"));
+        assert_eq!(copies, vec![BlockCopy { src: 1, dst: 2 }]);
+        assert_eq!(b.block_ids(), vec![0, 2]);
+        assert_eq!(a.block_ids(), vec![0, 1]);
+        assert_eq!(pool.copied_blocks(), 1);
     }
 
-    /// Value vector of (layer, head) at `pos`.
-    #[inline]
-    pub fn value(&self, layout: &KvLayout, layer: usize, head: usize, pos: usize) -> &[f16] {
-        let o = layout.offset(layer, 1, head, pos % BLOCK_TOKENS);
-        &self.blocks[pos / BLOCK_TOKENS].data[o..o + layout.head_dim]
+    #[test]
+    fn freed_ids_are_reused_lowest_first_and_storage_shrinks_from_the_top() {
+        let pool = pool(8);
+        let mut seqs: Vec<SeqKv> = (0..3)
+            .map(|_| {
+                let mut s = SeqKv::default();
+                drop(s.reserve(&pool, 16, &mut Vec::new()).expect("reserve"));
+                s.advance(16);
+                s
+            })
+            .collect();
+        assert_eq!(pool.blocks_in_use(), 3);
+        seqs.remove(1);
+        assert_eq!(pool.blocks_in_use(), 3, "id 2 is still held");
+        let mut d = SeqKv::default();
+        drop(d.reserve(&pool, 1, &mut Vec::new()).expect("reserve"));
+        assert_eq!(d.block_ids(), vec![1], "the freed id comes back first");
+        drop(d);
+        seqs.pop();
+        assert_eq!(
+            pool.blocks_in_use(),
+            1,
+            "ids 1 and 2 are free: the top shrinks"
+        );
+        assert_eq!(pool.used_bytes(), pool.block_bytes());
+    }
+
+    #[test]
+    fn undo_puts_shared_blocks_back_and_the_budget_holds() {
+        let pool = pool(4);
+        let mut a = SeqKv::default();
+        drop(a.reserve(&pool, 20, &mut Vec::new()).expect("reserve"));
+        a.advance(20);
+        let mut b = a.fork();
+        let mut copies = Vec::new();
+        let r = b
+            .reserve(&pool, 13, &mut copies)
+            .expect("one copy and one new block");
+        assert_eq!(b.block_ids().len(), 3);
+        b.undo(r);
+        assert_eq!(
+            b.block_ids(),
+            a.block_ids(),
+            "the pass failed: b shares a's blocks again"
+        );
+        assert_eq!(pool.used_bytes(), 2 * pool.block_bytes());
+        // Budget of 4 blocks, 2 used: a 3-block reservation fails whole, with a typed error.
+        let mut copies = Vec::new();
+        assert!(matches!(
+            b.reserve(&pool, 30, &mut copies),
+            Err(EngineError::KvBudgetExceeded { .. })
+        ));
+        assert!(copies.is_empty());
+        assert_eq!(
+            b.block_ids(),
+            a.block_ids(),
+            "a refused reservation changes nothing"
+        );
+        assert_eq!(pool.used_bytes(), 2 * pool.block_bytes());
     }
 }

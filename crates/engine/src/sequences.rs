@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{ForwardBatch, ForwardItem, KvStorage, LogitsWanted};
 use crate::error::{EngineError, Result};
 use crate::kv::{KvPool, SeqKv};
 use crate::model::sampling::{Sampler, TokenInfo};
-use crate::model::{BatchItem, LogitsWanted, Model};
+use crate::model::Model;
 
 /// Identifies a sequence inside an [`Engine`].
 pub type SeqId = u64;
@@ -57,6 +58,8 @@ struct Sequence {
 pub struct Engine {
     model: Arc<Model>,
     pool: KvPool,
+    /// The backend's block storage for every sequence of this engine.
+    storage: Box<dyn KvStorage>,
     seqs: HashMap<SeqId, Sequence>,
     next_id: SeqId,
     counters: Counters,
@@ -66,16 +69,28 @@ pub struct Engine {
 pub const DEFAULT_KV_BUDGET_BYTES: usize = 2 << 30;
 
 impl Engine {
-    /// An engine whose KV caches may use at most `kv_budget_bytes`.
-    pub fn new(model: Arc<Model>, kv_budget_bytes: usize) -> Self {
-        let pool = KvPool::new(model.kv_layout(), kv_budget_bytes);
-        Self {
+    /// An engine whose KV caches may use at most `kv_budget_bytes` (or what the backend's device
+    /// can hold, if that is less).
+    pub fn new(model: Arc<Model>, kv_budget_bytes: usize) -> Result<Self> {
+        let backend = model.backend();
+        let budget = backend
+            .kv_budget_limit()
+            .map_or(kv_budget_bytes, |limit| limit.min(kv_budget_bytes));
+        let pool = KvPool::new(model.kv_layout(), budget);
+        let storage = backend.new_kv(model.kv_layout())?;
+        Ok(Self {
             model,
             pool,
+            storage,
             seqs: HashMap::new(),
             next_id: 1,
             counters: Counters::default(),
-        }
+        })
+    }
+
+    /// The KV budget in force, in bytes.
+    pub fn kv_budget_bytes(&self) -> usize {
+        self.pool.budget_bytes()
     }
 
     /// The model.
@@ -265,12 +280,6 @@ impl Engine {
             }
         }
         let result = self.run_taken(&mut taken, items, wanted);
-        if result.is_err() {
-            // A failed pass must not leave half-written positions behind.
-            for (_, s) in &mut taken {
-                s.kv.truncate(s.tokens.len());
-            }
-        }
         self.seqs.extend(taken);
         result
     }
@@ -281,31 +290,84 @@ impl Engine {
         items: &[(SeqId, &[u32])],
         wanted: LogitsWanted,
     ) -> Result<Vec<Vec<Vec<f32>>>> {
-        let context = self.model.config.context_length;
-        for ((_, s), (_, toks)) in taken.iter_mut().zip(items) {
+        let (context, vocab) = (self.model.config.context_length, self.model.config.vocab);
+        let mut needed = 0;
+        for ((_, s), (_, toks)) in taken.iter().zip(items) {
+            if toks.is_empty() {
+                return Err(EngineError::InvalidParameter(
+                    "a batch item has no tokens".into(),
+                ));
+            }
+            if let Some(&id) = toks.iter().find(|&&t| t as usize >= vocab) {
+                return Err(EngineError::InvalidToken { id, vocab });
+            }
             if s.tokens.len() + toks.len() > context {
                 return Err(EngineError::ContextOverflow {
                     tokens: s.tokens.len() + toks.len(),
                     context,
                 });
             }
-            s.kv.reserve(&self.pool, toks.len())?;
+            needed += s.kv.blocks_needed(toks.len());
         }
-        let mut batch: Vec<BatchItem<'_>> = taken
-            .iter_mut()
+        // The whole batch fits or nothing changes: a refused pass leaves every table as it was.
+        if needed > self.pool.free_blocks() {
+            let block = self.pool.block_bytes();
+            return Err(EngineError::KvBudgetExceeded {
+                needed_bytes: needed * block,
+                used_bytes: self.pool.used_bytes(),
+                budget_bytes: self.pool.budget_bytes(),
+            });
+        }
+        let mut copies = Vec::new();
+        let mut reserved = Vec::with_capacity(taken.len());
+        for ((_, s), (_, toks)) in taken.iter_mut().zip(items) {
+            match s.kv.reserve(&self.pool, toks.len(), &mut copies) {
+                Ok(r) => reserved.push(r),
+                Err(e) => {
+                    undo(taken, reserved);
+                    return Err(e);
+                }
+            }
+        }
+        let tables: Vec<Vec<u32>> = taken.iter().map(|(_, s)| s.kv.block_ids()).collect();
+        let forward_items: Vec<ForwardItem<'_>> = taken
+            .iter()
             .zip(items)
-            .map(|((_, s), (_, toks))| BatchItem {
-                kv: &mut s.kv,
+            .zip(&tables)
+            .map(|(((_, s), (_, toks)), blocks)| ForwardItem {
+                blocks,
+                start: s.kv.len(),
                 tokens: toks,
                 logits: wanted,
             })
             .collect();
-        let out = self.model.forward(&mut batch)?;
-        drop(batch);
+        let batch = ForwardBatch {
+            items: &forward_items,
+            copies: &copies,
+            blocks_in_use: self.pool.blocks_in_use(),
+        };
+        let out = match self.model.backend().forward(&mut *self.storage, &batch) {
+            Ok(out) => out,
+            Err(e) => {
+                // A failed pass leaves no half-written positions and no uncopied blocks behind.
+                drop(forward_items);
+                undo(taken, reserved);
+                return Err(e);
+            }
+        };
+        drop(reserved);
         for ((_, s), (_, toks)) in taken.iter_mut().zip(items) {
+            s.kv.advance(toks.len());
             s.tokens.extend_from_slice(toks);
         }
         self.counters.forward_passes += 1;
         Ok(out)
+    }
+}
+
+/// Put back what a batch's reservations replaced (the first `reserved.len()` sequences).
+fn undo(taken: &mut [(SeqId, Sequence)], reserved: Vec<crate::kv::Reserved>) {
+    for ((_, s), r) in taken.iter_mut().zip(reserved) {
+        s.kv.undo(r);
     }
 }

@@ -200,10 +200,10 @@ impl WorkerLoop {
     ) -> Self {
         let (req_tx, req_rx) = unbounded();
         let (int_tx, int_rx) = unbounded();
-        let gpu = !model.device().is_cpu();
+        let gpu = model.backend().info().gpu;
         let energy = EnergyMeter::detect(rayon::current_num_threads(), gpu);
         Self {
-            engine: Engine::new(model.clone(), options.kv_budget_bytes),
+            engine: Engine::new(model.clone(), options.kv_budget_bytes).expect("engine"),
             model,
             energy,
             sink,

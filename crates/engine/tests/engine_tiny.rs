@@ -37,7 +37,7 @@ fn prompts() -> Vec<Vec<u32>> {
 
 fn batched_matches_single(spec: TinySpec) {
     let (_d, _p, model) = tiny(&spec);
-    let mut engine = Engine::new(model.clone(), 1 << 30);
+    let mut engine = Engine::new(model.clone(), 1 << 30).expect("engine");
     let seqs: Vec<u64> = prompts()
         .iter()
         .map(|p| {
@@ -64,7 +64,7 @@ fn batched_matches_single(spec: TinySpec) {
     }
     // Each sequence alone, on a fresh engine.
     for (i, p) in prompts().iter().enumerate() {
-        let mut solo = Engine::new(model.clone(), 1 << 30);
+        let mut solo = Engine::new(model.clone(), 1 << 30).expect("engine");
         let s = solo.new_sequence();
         solo.prefill(s, p).expect("prefill");
         for (step, batch_out) in batched.iter().enumerate() {
@@ -93,7 +93,7 @@ fn batched_decode_equals_single_gemma3() {
 fn fork_matches_recompute(spec: TinySpec) {
     let (_d, _p, model) = tiny(&spec);
     let prompt: Vec<u32> = (0..21).map(|i| 60 + (i * 5) % 180).collect();
-    let mut engine = Engine::new(model.clone(), 1 << 30);
+    let mut engine = Engine::new(model.clone(), 1 << 30).expect("engine");
     let root = engine.new_sequence();
     engine.prefill(root, &prompt).expect("prefill");
     let before = engine.counters();
@@ -126,7 +126,7 @@ fn fork_matches_recompute(spec: TinySpec) {
     let parent_next = engine.decode(&[(root, 5)]).expect("decode parent");
 
     for (k, cont) in conts.iter().enumerate() {
-        let mut fresh = Engine::new(model.clone(), 1 << 30);
+        let mut fresh = Engine::new(model.clone(), 1 << 30).expect("engine");
         let s = fresh.new_sequence();
         let mut full = prompt.clone();
         full.extend_from_slice(cont);
@@ -139,7 +139,7 @@ fn fork_matches_recompute(spec: TinySpec) {
             );
         }
     }
-    let mut fresh = Engine::new(model, 1 << 30);
+    let mut fresh = Engine::new(model, 1 << 30).expect("engine");
     let s = fresh.new_sequence();
     let mut full = prompt.clone();
     full.push(5);
@@ -163,7 +163,7 @@ fn fork_continues_exactly_gemma3() {
 #[test]
 fn shared_prefix_is_reused_not_recomputed() {
     let (_d, _p, model) = tiny(&TinySpec::llama());
-    let mut engine = Engine::new(model, 1 << 30);
+    let mut engine = Engine::new(model, 1 << 30).expect("engine");
     let p1: Vec<u32> = (0..30).map(|i| 40 + i).collect();
     let mut p2 = p1[..24].to_vec();
     p2.extend([3, 4, 5]);
@@ -174,7 +174,7 @@ fn shared_prefix_is_reused_not_recomputed() {
     assert_eq!(d.tokens_reused, 24);
     assert_eq!(d.prompt_tokens_computed, 3);
 
-    let mut fresh = Engine::new(engine.model().clone(), 1 << 30);
+    let mut fresh = Engine::new(engine.model().clone(), 1 << 30).expect("engine");
     let s = fresh.new_sequence();
     let direct = fresh.prefill(s, &p2).expect("prefill");
     assert!(max_abs_diff(&direct, &logits) < 1e-4);
@@ -185,7 +185,7 @@ fn kv_memory_is_shared_and_bounded() {
     let (_d, _p, model) = tiny(&TinySpec::llama());
     let layout = model.kv_layout();
     let block_bytes = layout.n_layer * 2 * layout.n_kv_head * layout.head_dim * 16 * 2;
-    let mut engine = Engine::new(model, 4 * block_bytes);
+    let mut engine = Engine::new(model, 4 * block_bytes).expect("engine");
     let root = engine.new_sequence();
     engine
         .prefill(root, &(0..32).map(|i| 40 + i).collect::<Vec<u32>>())
@@ -215,7 +215,7 @@ fn sampling_is_deterministic_per_seed() {
     let (_d, _p, model) = tiny(&TinySpec::llama());
     let prompt = generate::build_prompt(&model, "hello there", PromptFormat::Auto).expect("prompt");
     let run = |seed: u64| {
-        let mut engine = Engine::new(model.clone(), 1 << 30);
+        let mut engine = Engine::new(model.clone(), 1 << 30).expect("engine");
         let params = SamplingParams {
             temperature: 1.0,
             top_p: 1.0,
@@ -236,7 +236,7 @@ fn sampling_is_deterministic_per_seed() {
 fn tokens_carry_logprob_entropy_and_alternatives() {
     let (_d, _p, model) = tiny(&TinySpec::llama());
     let prompt = generate::build_prompt(&model, "the tin", PromptFormat::Auto).expect("prompt");
-    let mut engine = Engine::new(model.clone(), 1 << 30);
+    let mut engine = Engine::new(model.clone(), 1 << 30).expect("engine");
     let params = SamplingParams {
         top_alternatives: 4,
         ..SamplingParams::greedy()
@@ -279,7 +279,7 @@ fn chat_template_and_special_tokens() {
 #[test]
 fn bad_token_and_context_overflow_are_errors() {
     let (_d, _p, model) = tiny(&TinySpec::llama());
-    let mut engine = Engine::new(model.clone(), 1 << 30);
+    let mut engine = Engine::new(model.clone(), 1 << 30).expect("engine");
     let s = engine.new_sequence();
     let err = engine.prefill(s, &[1, 2, 99_999]).expect_err("bad id");
     assert!(
@@ -413,10 +413,10 @@ fn gemma3_tiny_has_sliding_and_global_layers() {
 fn long_decode_matches_one_pass(spec: TinySpec) {
     let (_d, _p, model) = tiny(&spec);
     let tokens: Vec<u32> = (0..240).map(|i| 30 + (i * 37) % 150).collect();
-    let mut whole = Engine::new(model.clone(), 1 << 30);
+    let mut whole = Engine::new(model.clone(), 1 << 30).expect("engine");
     let s = whole.new_sequence();
     let want = whole.prefill(s, &tokens).expect("prefill");
-    let mut split = Engine::new(model, 1 << 30);
+    let mut split = Engine::new(model, 1 << 30).expect("engine");
     let s = split.new_sequence();
     split.prefill(s, &tokens[..239]).expect("prefill");
     let got = split.decode(&[(s, tokens[239])]).expect("decode");

@@ -102,7 +102,7 @@ const MIN_PREFIX: usize = 5;
 #[test]
 fn greedy_ids_match_llama_cpp() {
     let model = model();
-    let mut engine = Engine::new(model.clone(), 1 << 30);
+    let mut engine = Engine::new(model.clone(), 1 << 30).expect("engine");
     for case in reference().greedy {
         let g = generate::generate(
             &mut engine,
@@ -161,7 +161,7 @@ fn greedy_answer_is_coherent_and_stable() {
     )
     .expect("prompt");
     let run = || {
-        let mut engine = Engine::new(model.clone(), 1 << 30);
+        let mut engine = Engine::new(model.clone(), 1 << 30).expect("engine");
         generate::generate(
             &mut engine,
             &prompt,
@@ -186,7 +186,7 @@ fn greedy_answer_is_coherent_and_stable() {
 #[test]
 fn forked_branches_share_the_prompt() {
     let model = model();
-    let mut engine = Engine::new(model.clone(), 1 << 30);
+    let mut engine = Engine::new(model.clone(), 1 << 30).expect("engine");
     let prompt =
         generate::build_prompt(&model, "Name a colour.", PromptFormat::Auto).expect("prompt");
     let root = engine.new_sequence();
@@ -200,7 +200,7 @@ fn forked_branches_share_the_prompt() {
     let steps: Vec<(u64, u32)> = branches.iter().zip(&first).map(|(&b, &t)| (b, t)).collect();
     let out = engine.decode(&steps).expect("decode");
     for (k, &t) in first.iter().enumerate() {
-        let mut fresh = Engine::new(model.clone(), 1 << 30);
+        let mut fresh = Engine::new(model.clone(), 1 << 30).expect("engine");
         let s = fresh.new_sequence();
         let mut full = prompt.clone();
         full.push(t);

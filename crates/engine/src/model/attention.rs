@@ -9,8 +9,9 @@
 
 use rayon::prelude::*;
 
+use super::cpu::SeqView;
 use super::math::fast_exp;
-use crate::kv::{KvLayout, SeqKv};
+use crate::backend::KvLayout;
 
 /// Query rows per task.
 const ROW_BLOCK: usize = 16;
@@ -42,7 +43,7 @@ struct Partial {
 /// `caches[row_item[r]]` at position `row_pos[r]` (its own key/value already written).
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
-    caches: &[&SeqKv],
+    caches: &[SeqView<'_>],
     layout: &KvLayout,
     layer: usize,
     row_item: &[usize],
@@ -138,7 +139,7 @@ pub fn attention(
 /// last position row `r` may see.
 #[allow(clippy::too_many_arguments)]
 fn task(
-    cache: &SeqKv,
+    cache: SeqView<'_>,
     layout: &KvLayout,
     layer: usize,
     q: &[f32],
@@ -231,11 +232,17 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::KvPool;
+    use crate::model::cpu::CpuKv;
     use crate::model::sampling::Rng;
 
     /// Softmax attention in f64 over the cache's (f16-rounded) keys and values.
-    fn reference(cache: &SeqKv, layout: &KvLayout, q: &[f32], pos: usize, h: &Heads) -> Vec<f32> {
+    fn reference(
+        cache: SeqView<'_>,
+        layout: &KvLayout,
+        q: &[f32],
+        pos: usize,
+        h: &Heads,
+    ) -> Vec<f32> {
         let (hd, group) = (h.head_dim, h.n_head / h.n_kv_head);
         let lo = h.window.map_or(0, |w| (pos + 1).saturating_sub(w));
         let mut out = vec![0f32; h.n_head * hd];
@@ -272,10 +279,10 @@ mod tests {
             n_kv_head: 2,
             head_dim: 24,
         };
-        let n = 300;
-        let pool = KvPool::new(layout, 1 << 26);
-        let mut cache = SeqKv::default();
-        cache.reserve(&pool, n).expect("reserve");
+        let n: usize = 300;
+        let table: Vec<u32> = (0..n.div_ceil(crate::backend::BLOCK_TOKENS) as u32).collect();
+        let mut kv = CpuKv::new(layout);
+        kv.resize(table.len());
         let mut rng = Rng::new(4);
         let mut rand = |len: usize| -> Vec<f32> {
             (0..len)
@@ -283,9 +290,9 @@ mod tests {
                 .collect()
         };
         for p in 0..n {
-            cache.write(&layout, 0, p, &rand(48), &rand(48));
+            kv.write(&table, 0, p, &rand(48), &rand(48));
         }
-        cache.advance(n);
+        let cache = kv.view(&table);
         // Four threads ask for eight tasks: one decoding row is split over its positions.
         let pool4 = rayon::ThreadPoolBuilder::new()
             .num_threads(4)
@@ -306,23 +313,14 @@ mod tests {
             let items = vec![0; n];
             let positions: Vec<usize> = (0..n).collect();
             pool4.install(|| {
-                attention(
-                    &[&cache],
-                    &layout,
-                    0,
-                    &items,
-                    &positions,
-                    &q,
-                    &h,
-                    &mut whole,
-                )
+                attention(&[cache], &layout, 0, &items, &positions, &q, &h, &mut whole)
             });
             // ... and the last rows alone (split over positions and merged).
             for pos in [n - 1, 200, 17] {
                 let mut one = vec![0f32; q_dim];
                 let qr = &q[pos * q_dim..(pos + 1) * q_dim];
-                pool4.install(|| attention(&[&cache], &layout, 0, &[0], &[pos], qr, &h, &mut one));
-                let want = reference(&cache, &layout, qr, pos, &h);
+                pool4.install(|| attention(&[cache], &layout, 0, &[0], &[pos], qr, &h, &mut one));
+                let want = reference(cache, &layout, qr, pos, &h);
                 for (i, w) in want.iter().enumerate() {
                     let (a, b) = (one[i], whole[pos * q_dim + i]);
                     assert!(
