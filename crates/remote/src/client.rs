@@ -594,6 +594,53 @@ impl Client {
         self.stream_raw(session, params, on_token)
     }
 
+    /// One completion without streaming (for short probes such as the next-token distribution
+    /// after a path: `max_tokens` 1 with alternatives). Servers that send no usage in streams
+    /// (llama-cpp-python) do send it here.
+    pub fn complete_unstreamed(
+        &self,
+        session: &Session,
+        params: &CompletionParams,
+    ) -> Result<(Vec<StreamedToken>, CompletionOutcome)> {
+        if params.n > 1 {
+            return Err(RemoteError::Unsupported(
+                "unstreamed completions take one sample".into(),
+            ));
+        }
+        let started = Instant::now();
+        let mut body = self.request_body(params);
+        body.stream = false;
+        body.stream_options = None;
+        let answer: Chunk = session.post_json("/v1/completions", &body)?;
+        let mut tokens = Vec::new();
+        let mut outcome = ChoiceOutcome {
+            tokens: 0,
+            text: String::new(),
+            finish_reason: None,
+            closed_early: false,
+        };
+        if let Some(choice) = answer.choices.into_iter().find(|c| c.index == 0) {
+            tokens = self.tokens_of(session, &choice, params.top_logprobs);
+            outcome.tokens = tokens.len();
+            outcome.text = choice.text;
+            outcome.finish_reason = choice.finish_reason;
+        }
+        let cached = answer
+            .usage
+            .and_then(|u| u.prompt_tokens_details)
+            .and_then(|d| d.cached_tokens)
+            .or(answer.timings.and_then(|t| t.cache_n));
+        Ok((
+            tokens,
+            CompletionOutcome {
+                choices: vec![outcome],
+                usage: answer.usage,
+                cached_tokens: cached,
+                wall_secs: started.elapsed().as_secs_f64(),
+            },
+        ))
+    }
+
     fn request_body<'a>(&'a self, params: &'a CompletionParams) -> CompletionRequest<'a> {
         let dialect = self.info.dialect;
         let mut extra = serde_json::Map::new();

@@ -127,6 +127,30 @@ fn real_server_paths() {
         toks.iter().map(|t| t.text.as_str()).collect::<String>()
     );
 
+    // Unstreamed: the same greedy first token, and usage (llama-cpp-python streams have none).
+    let mut one = CompletionParams::new(Prompt::Text(CHAT.into()), 1);
+    one.top_logprobs = 5;
+    let (first, single) = client
+        .complete_unstreamed(&session, &one)
+        .expect("unstreamed");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].text, toks[0].text);
+    // Close, not equal: this request re-evaluates only the prompt's last token against the
+    // server's cached prefix, and llama.cpp's quantized kernels round a one-token batch
+    // differently from a whole-prompt batch (seen: 0.06 nats).
+    assert!(
+        (first[0].logprob.unwrap_or(0.0) - toks[0].logprob.unwrap_or(1.0)).abs() < 0.25,
+        "{:?} vs {:?}",
+        first[0],
+        toks[0]
+    );
+    let usage = single.usage.expect("usage in unstreamed answers");
+    assert_eq!(usage.completion_tokens, 1);
+    assert_eq!(
+        usage.prompt_tokens,
+        client.tokenize(CHAT).expect("ids").len() as u64
+    );
+
     // Many branches in flight: four seeded samples through the pool, all complete, and the
     // seeds make them differ.
     let texts = Mutex::new(Vec::new());
