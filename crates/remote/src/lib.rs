@@ -13,6 +13,7 @@ pub mod estimate;
 pub mod http;
 pub mod llama_server;
 pub mod pool;
+pub mod service;
 mod sse;
 pub mod wire;
 
