@@ -292,7 +292,7 @@ impl RemoteService {
             .paths
             .get(&seq)
             .cloned()
-            .ok_or(EngineError::UnknownSequence(seq.0))
+            .ok_or(EngineError::UnknownSequence(seq))
     }
 
     /// The prompt a server gets for a path.
@@ -621,8 +621,116 @@ impl SequenceService for RemoteService {
         run: &Arc<RunControl>,
         request: GenerateRequest,
         on_token: &mut dyn FnMut(usize, TokenInfo),
-    ) -> EngineResult<Served<Vec<BranchOutcome>>> {
+    ) -> Served<EngineResult<Vec<BranchOutcome>>> {
+        let mut cost = OpCost::default();
+        let value = self.generate_into(run, request, on_token, &mut cost);
+        Served { value, cost }
+    }
+
+    fn append(
+        &self,
+        run: &Arc<RunControl>,
+        items: Vec<(SeqId, Vec<u32>)>,
+    ) -> EngineResult<Served<Vec<Appended>>> {
         run.check()?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut cost = OpCost::default();
+        for (seq, ids) in items {
+            let mut path = self.path(seq)?;
+            let pieces = self.pieces_for(&ids)?;
+            let mut tokens = Vec::with_capacity(ids.len());
+            for p in &pieces {
+                // Servers report no log-probs for text they were given: 0 and no alternatives.
+                // A piece of several ids keeps its text on the first (its split is unknown).
+                for (k, &id) in p.ids.iter().enumerate() {
+                    tokens.push(TokenInfo {
+                        id,
+                        text: if k == 0 {
+                            p.text.clone()
+                        } else {
+                            String::new()
+                        },
+                        logprob: 0.0,
+                        entropy: 0.0,
+                        top: Vec::new(),
+                    });
+                }
+            }
+            for p in pieces {
+                path.push(p);
+            }
+            let (next, c) = self.peek(run, &path)?;
+            cost.add(&c);
+            let len = path.len;
+            self.state().paths.insert(seq, path);
+            out.push(Appended { tokens, len, next });
+        }
+        Ok(Served { value: out, cost })
+    }
+
+    fn next_logprobs(
+        &self,
+        run: &Arc<RunControl>,
+        seq: SeqId,
+        ids: &[u32],
+    ) -> EngineResult<Served<Vec<Option<f32>>>> {
+        let path = self.path(seq)?;
+        let (next, cost) = self.peek(run, &path)?;
+        let texts: Vec<Option<String>> = {
+            let st = self.state();
+            ids.iter()
+                .map(|&i| {
+                    if i >= SYNTHETIC_BASE {
+                        st.synthetic.get((i - SYNTHETIC_BASE) as usize).cloned()
+                    } else {
+                        st.id_text.get(&i).cloned()
+                    }
+                })
+                .collect()
+        };
+        let found = ids
+            .iter()
+            .zip(texts)
+            .map(|(&id, text)| {
+                next.top
+                    .iter()
+                    .find(|a| a.id == id || text.as_deref().is_some_and(|t| t == a.text))
+                    .map(|a| a.logprob)
+            })
+            .collect();
+        Ok(Served { value: found, cost })
+    }
+
+    fn release(&self, seqs: &[SeqId]) {
+        let mut st = self.state();
+        for s in seqs {
+            st.paths.remove(s);
+        }
+    }
+}
+
+impl RemoteService {
+    fn check_len(&self, ids: Vec<u32>) -> EngineResult<Vec<u32>> {
+        let context = self.info.context_length;
+        if ids.len() >= context {
+            return Err(EngineError::ContextOverflow {
+                tokens: ids.len(),
+                context,
+            });
+        }
+        Ok(ids)
+    }
+
+    /// [`SequenceService::generate`], adding what was computed to `cost` whatever the result.
+    fn generate_into(
+        &self,
+        run: &Arc<RunControl>,
+        request: GenerateRequest,
+        on_token: &mut dyn FnMut(usize, TokenInfo),
+        cost: &mut OpCost,
+    ) -> EngineResult<Vec<BranchOutcome>> {
+        run.check()?;
+
         let session = self.session_for(run)?;
         let context = self.info.context_length;
         let rule: StopRule = request.rule.clone();
@@ -779,9 +887,7 @@ impl SequenceService for RemoteService {
             &|| session.cancel(),
         );
         let _ = pending_pause;
-        run.check()?;
 
-        let mut cost = OpCost::default();
         let mut outcomes: Vec<Option<BranchOutcome>> = vec![None; paths.len()];
         let mut first_err = None;
         for ((branches, progress, result, wall), prompt_len) in results.into_iter().zip(jobs_len) {
@@ -838,11 +944,12 @@ impl SequenceService for RemoteService {
                 });
             }
         }
+        let wall = started.elapsed().as_secs_f64();
+        cost.energy_joules = self.energy(wall);
+        run.check()?;
         if let Some(e) = first_err {
             return Err(remote_err(e));
         }
-        let wall = started.elapsed().as_secs_f64();
-        cost.energy_joules = self.energy(wall);
         let outcomes = outcomes
             .into_iter()
             .enumerate()
@@ -855,103 +962,6 @@ impl SequenceService for RemoteService {
                 })
             })
             .collect();
-        Ok(Served {
-            value: outcomes,
-            cost,
-        })
-    }
-
-    fn append(
-        &self,
-        run: &Arc<RunControl>,
-        items: Vec<(SeqId, Vec<u32>)>,
-    ) -> EngineResult<Served<Vec<Appended>>> {
-        run.check()?;
-        let mut out = Vec::with_capacity(items.len());
-        let mut cost = OpCost::default();
-        for (seq, ids) in items {
-            let mut path = self.path(seq)?;
-            let pieces = self.pieces_for(&ids)?;
-            let mut tokens = Vec::with_capacity(ids.len());
-            for p in &pieces {
-                // Servers report no log-probs for text they were given: 0 and no alternatives.
-                // A piece of several ids keeps its text on the first (its split is unknown).
-                for (k, &id) in p.ids.iter().enumerate() {
-                    tokens.push(TokenInfo {
-                        id,
-                        text: if k == 0 {
-                            p.text.clone()
-                        } else {
-                            String::new()
-                        },
-                        logprob: 0.0,
-                        entropy: 0.0,
-                        top: Vec::new(),
-                    });
-                }
-            }
-            for p in pieces {
-                path.push(p);
-            }
-            let (next, c) = self.peek(run, &path)?;
-            cost.add(&c);
-            let len = path.len;
-            self.state().paths.insert(seq, path);
-            out.push(Appended { tokens, len, next });
-        }
-        Ok(Served { value: out, cost })
-    }
-
-    fn next_logprobs(
-        &self,
-        run: &Arc<RunControl>,
-        seq: SeqId,
-        ids: &[u32],
-    ) -> EngineResult<Served<Vec<Option<f32>>>> {
-        let path = self.path(seq)?;
-        let (next, cost) = self.peek(run, &path)?;
-        let texts: Vec<Option<String>> = {
-            let st = self.state();
-            ids.iter()
-                .map(|&i| {
-                    if i >= SYNTHETIC_BASE {
-                        st.synthetic.get((i - SYNTHETIC_BASE) as usize).cloned()
-                    } else {
-                        st.id_text.get(&i).cloned()
-                    }
-                })
-                .collect()
-        };
-        let found = ids
-            .iter()
-            .zip(texts)
-            .map(|(&id, text)| {
-                next.top
-                    .iter()
-                    .find(|a| a.id == id || text.as_deref().is_some_and(|t| t == a.text))
-                    .map(|a| a.logprob)
-            })
-            .collect();
-        Ok(Served { value: found, cost })
-    }
-
-    fn release(&self, seqs: &[SeqId]) {
-        let mut st = self.state();
-        for s in seqs {
-            st.paths.remove(s);
-        }
-    }
-}
-
-impl RemoteService {
-    fn check_len(&self, ids: Vec<u32>) -> EngineResult<Vec<u32>> {
-        let context = self.info.context_length;
-        if ids.len() >= context {
-            return Err(EngineError::ContextOverflow {
-                tokens: ids.len(),
-                context,
-            });
-        }
-        Ok(ids)
+        Ok(outcomes)
     }
 }

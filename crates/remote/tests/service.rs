@@ -10,7 +10,7 @@ use thinkscope_engine::generate::PromptFormat;
 use thinkscope_engine::model::sampling::{Sampler, SamplingParams};
 use thinkscope_engine::model::template::Message;
 use thinkscope_engine::service::{
-    BranchStop, GenBranch, GenerateRequest, RunControl, SequenceService, StopRule,
+    BranchStop, GenBranch, GenerateRequest, RunControl, SequenceService, Served, StopRule,
 };
 use thinkscope_engine::EngineError;
 use thinkscope_remote::llama_server::{LlamaServer, LlamaServerOptions, StartError};
@@ -58,6 +58,23 @@ fn service(server: &LlamaServer) -> RemoteService {
     RemoteService::new(client, options).expect("service")
 }
 
+/// `Served<Result<T>>` → `Served<T>`, failing the test on an error.
+trait Ok<T> {
+    fn ok(self, what: &str) -> Served<T>;
+}
+
+impl<T> Ok<T> for Served<thinkscope_engine::Result<T>> {
+    fn ok(self, what: &str) -> Served<T> {
+        match self.value {
+            Ok(value) => Served {
+                value,
+                cost: self.cost,
+            },
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
 fn sampler(seed: u64, temperature: f32) -> Sampler {
     Sampler::new(SamplingParams {
         temperature,
@@ -76,7 +93,11 @@ fn the_service_over_a_real_server() {
     assert!(info.has_chat_template);
     assert!(!info.capabilities.exact_entropy);
     assert!(info.capabilities.top_alternatives >= 5);
-    assert!(info.energy_source.starts_with("unknown"), "{}", info.energy_source);
+    assert!(
+        info.energy_source.starts_with("unknown"),
+        "{}",
+        info.energy_source
+    );
 
     let run = RunControl::new();
     let ids = svc
@@ -89,7 +110,11 @@ fn the_service_over_a_real_server() {
     let pre = svc.prefill(&run, ids.clone()).expect("prefill");
     assert_eq!(pre.value.len, ids.len());
     assert!(!pre.value.next.top.is_empty());
-    assert_eq!(pre.cost.prompt_tokens_computed, ids.len() as u64, "from usage");
+    assert_eq!(
+        pre.cost.prompt_tokens_computed,
+        ids.len() as u64,
+        "from usage"
+    );
 
     // Greedy to the end (on a fork, so the prompt stays open): tokens stream with their
     // log-probs; the answer names 5.
@@ -109,16 +134,23 @@ fn the_service_over_a_real_server() {
             },
             &mut |b, t| seen.push((b, t)),
         )
-        .expect("generate");
+        .ok("generate");
     let o = &out.value[0];
     let text: String = seen.iter().map(|(_, t)| t.text.as_str()).collect();
     assert!(text.contains('5'), "{text:?}");
-    assert!(matches!(o.stop, BranchStop::EndOfText | BranchStop::MaxTokens), "{:?}", o.stop);
+    assert!(
+        matches!(o.stop, BranchStop::EndOfText | BranchStop::MaxTokens),
+        "{:?}",
+        o.stop
+    );
     assert_eq!(o.len, ids.len() + seen.len());
     assert!(seen.len() <= 24);
     for (_, t) in &seen {
         assert!(t.logprob <= 0.0);
-        assert!(t.id >= SYNTHETIC_BASE, "llama-cpp-python names tokens by text only");
+        assert!(
+            t.id >= SYNTHETIC_BASE,
+            "llama-cpp-python names tokens by text only"
+        );
         assert_eq!(t.top[0].text, t.text, "greedy");
     }
     assert!(out.cost.generated_tokens >= seen.len() as u64);
@@ -145,7 +177,7 @@ fn the_service_over_a_real_server() {
             },
             &mut |b, t| per[b].push_str(&t.text),
         )
-        .expect("sampled steps");
+        .ok("sampled steps");
     for (o, text) in out.value.iter().zip(&per) {
         match o.stop {
             BranchStop::StepEnd => assert!(text.ends_with('\n') || text.contains('\n'), "{text:?}"),
@@ -179,7 +211,7 @@ fn the_service_over_a_real_server() {
             },
             &mut |_, _| count += 1,
         )
-        .expect("budgeted");
+        .ok("budgeted");
     assert!(count <= 10, "{count} tokens over a budget of 10");
 
     // High entropy: with a threshold of 0 nats every branch stops before its second token.
@@ -203,7 +235,7 @@ fn the_service_over_a_real_server() {
             },
             &mut |_, _| got += 1,
         )
-        .expect("entropy stop");
+        .ok("entropy stop");
     assert_eq!(got, 1);
     assert_eq!(out2.value[0].stop, BranchStop::HighEntropy);
     assert!(out2.value[0].next.entropy > 0.0);
@@ -211,7 +243,9 @@ fn the_service_over_a_real_server() {
 
     // Forced text and the verifier's next-token log-probs.
     let forced = svc.encode(" The answer is").expect("encode");
-    let app = svc.append(&run, vec![(kid, forced.clone())]).expect("append");
+    let app = svc
+        .append(&run, vec![(kid, forced.clone())])
+        .expect("append");
     assert_eq!(app.value[0].len, out2.value[0].len + forced.len());
     assert!(!app.value[0].next.top.is_empty());
     let top_id = app.value[0].next.top[0].id;
@@ -231,7 +265,10 @@ fn cancel_stops_a_generating_run() {
     let svc = Arc::new(service(&server));
     let run = RunControl::new();
     let ids = svc
-        .prompt_ids(&[Message::new("user", "Tell me a long story.")], PromptFormat::Auto)
+        .prompt_ids(
+            &[Message::new("user", "Tell me a long story.")],
+            PromptFormat::Auto,
+        )
         .expect("prompt");
     let pre = svc.prefill(&run, ids).expect("prefill").value;
     let kids = svc.fork(&run, pre.seq, 3).expect("fork").value;
@@ -243,7 +280,7 @@ fn cancel_stops_a_generating_run() {
         })
     };
     let mut got = 0;
-    let result = svc.generate(
+    let served = svc.generate(
         &run,
         GenerateRequest {
             branches: kids
@@ -261,6 +298,14 @@ fn cancel_stops_a_generating_run() {
         &mut |_, _| got += 1,
     );
     canceller.join().expect("join");
-    assert!(matches!(result, Err(EngineError::Cancelled)), "{result:?}");
+    assert!(
+        matches!(served.value, Err(EngineError::Cancelled)),
+        "{:?}",
+        served.value
+    );
+    assert!(
+        served.cost.generated_tokens >= got as u64,
+        "the cost of a cancelled generate still counts what streamed"
+    );
     assert!(got > 0 && got < 3 * 1500, "{got}");
 }
