@@ -57,6 +57,51 @@ pub struct TemplateSource {
     pub eos: String,
 }
 
+impl TemplateSource {
+    /// The chat template a GGUF file carries (`tokenizer.chat_template`, with its BOS/EOS
+    /// pieces): the same template the in-process engine uses for that model. `None` when the
+    /// file has none.
+    pub fn from_gguf(path: &std::path::Path) -> EngineResult<Option<Self>> {
+        let gguf = thinkscope_engine::model::gguf::GgufFile::open(path)?;
+        if gguf.get_opt("tokenizer.chat_template").is_none() {
+            return Ok(None);
+        }
+        let source = gguf.string("tokenizer.chat_template")?;
+        let tokenizer = thinkscope_engine::model::tokenizer::Tokenizer::from_gguf(&gguf)?;
+        let piece = |id: Option<u32>| {
+            id.and_then(|id| tokenizer.piece(id))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Ok(Some(Self {
+            source,
+            bos: piece(tokenizer.bos_id),
+            eos: piece(tokenizer.eos_id),
+        }))
+    }
+
+    /// A template from a file: a GGUF's own, or a Jinja template as text (BOS/EOS empty).
+    pub fn from_file(path: &std::path::Path) -> EngineResult<Self> {
+        let is_gguf = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+        if is_gguf {
+            return Self::from_gguf(path)?.ok_or_else(|| {
+                EngineError::Template(format!("{} has no chat template", path.display()))
+            });
+        }
+        let source = std::fs::read_to_string(path).map_err(|source| EngineError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            source,
+            bos: String::new(),
+            eos: String::new(),
+        })
+    }
+}
+
 /// A user-configured energy estimate: watts per GPU × GPUs × wall time.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GpuEnergy {
@@ -105,6 +150,8 @@ struct Piece {
 struct Path {
     pieces: Vec<Piece>,
     len: usize,
+    /// The next-token distribution at its end, when a request has shown it.
+    next: Option<NextToken>,
 }
 
 impl Path {
@@ -122,6 +169,7 @@ impl Path {
     fn push(&mut self, piece: Piece) {
         self.len += piece.ids.len();
         self.pieces.push(piece);
+        self.next = None;
     }
 
     fn synthetic(&self) -> bool {
@@ -594,6 +642,7 @@ impl SequenceService for RemoteService {
         }
         let (next, cost) = self.peek(run, &path)?;
         let len = path.len;
+        path.next = Some(next.clone());
         let seq = self.state().new_seq(path);
         Ok(Served {
             value: Prefilled { seq, len, next },
@@ -637,6 +686,7 @@ impl SequenceService for RemoteService {
         let mut cost = OpCost::default();
         for (seq, ids) in items {
             let mut path = self.path(seq)?;
+            let known = path.next.take();
             let pieces = self.pieces_for(&ids)?;
             let mut tokens = Vec::with_capacity(ids.len());
             for p in &pieces {
@@ -656,12 +706,22 @@ impl SequenceService for RemoteService {
                     });
                 }
             }
+            // The first token's log-prob is known when it was among the alternatives at the
+            // path's end (a child started from a top token, as beam search and MCTS make).
+            if let (Some(first), Some(next)) = (tokens.first_mut(), known.as_ref()) {
+                if let Some(alt) = next.top.iter().find(|a| a.id == first.id) {
+                    first.logprob = alt.logprob;
+                    first.entropy = next.entropy;
+                    first.top = next.top.clone();
+                }
+            }
             for p in pieces {
                 path.push(p);
             }
             let (next, c) = self.peek(run, &path)?;
             cost.add(&c);
             let len = path.len;
+            path.next = Some(next.clone());
             self.state().paths.insert(seq, path);
             out.push(Appended { tokens, len, next });
         }
@@ -674,8 +734,13 @@ impl SequenceService for RemoteService {
         seq: SeqId,
         ids: &[u32],
     ) -> EngineResult<Served<Vec<Option<f32>>>> {
+        run.check()?;
         let path = self.path(seq)?;
-        let (next, cost) = self.peek(run, &path)?;
+        // The distribution at the path's end is usually known from the request that made it.
+        let (next, cost) = match path.next.clone() {
+            Some(next) if !next.top.is_empty() => (next, OpCost::default()),
+            _ => self.peek(run, &path)?,
+        };
         let texts: Vec<Option<String>> = {
             let st = self.state();
             ids.iter()
@@ -935,6 +1000,7 @@ impl RemoteService {
                 };
                 let len = path.len;
                 let seq = request.branches[branch].seq;
+                path.next = Some(next.clone());
                 self.state().paths.insert(seq, path);
                 outcomes[branch] = Some(BranchOutcome {
                     stop,

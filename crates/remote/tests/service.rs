@@ -38,9 +38,6 @@ fn server() -> Option<LlamaServer> {
     }
 }
 
-/// SmolLM2's own template (ChatML with its default system line), as the GGUF carries it.
-const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
-
 fn service(server: &LlamaServer) -> RemoteService {
     let mut cfg = ServerConfig::new(server.base_url());
     cfg.api_key = None;
@@ -48,11 +45,8 @@ fn service(server: &LlamaServer) -> RemoteService {
     let client = Client::connect(cfg, None).expect("connect");
     let options = RemoteOptions {
         concurrency: 4,
-        chat_template: Some(TemplateSource {
-            source: CHATML.into(),
-            bos: "<|im_start|>".into(),
-            eos: "<|im_end|>".into(),
-        }),
+        // The model's own template, as the in-process engine renders it.
+        chat_template: TemplateSource::from_gguf(&model_path()).expect("gguf"),
         ..RemoteOptions::default()
     };
     RemoteService::new(client, options).expect("service")

@@ -38,9 +38,6 @@ fn server() -> Option<LlamaServer> {
     }
 }
 
-/// SmolLM2's chat template, as its GGUF carries it.
-const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
-
 fn worker(server: &LlamaServer) -> Worker {
     let mut cfg = ServerConfig::new(server.base_url());
     cfg.api_key = None;
@@ -48,11 +45,8 @@ fn worker(server: &LlamaServer) -> Worker {
     let client = Client::connect(cfg, None).expect("connect");
     let options = RemoteOptions {
         concurrency: 4,
-        chat_template: Some(TemplateSource {
-            source: CHATML.into(),
-            bos: "<|im_start|>".into(),
-            eos: "<|im_end|>".into(),
-        }),
+        // The model's own template, as the in-process engine renders it.
+        chat_template: TemplateSource::from_gguf(&model_path()).expect("gguf"),
         ..RemoteOptions::default()
     };
     let service: Arc<dyn SequenceService> =
@@ -126,6 +120,14 @@ fn every_strategy_runs_over_the_server() {
                     "{name}: logprob {}",
                     t.logprob
                 );
+                // Streamed tokens and children started from a top alternative alike.
+                if n.kind == NodeKind::Generated {
+                    assert!(
+                        !t.top.is_empty(),
+                        "{name}: {:?} has no alternatives",
+                        t.text
+                    );
+                }
             }
         }
         // The server computed every kept token, plus one look-ahead per request.
