@@ -2,7 +2,7 @@
 //! llama-cpp-python's server on the same machine: wall time and tokens for each, as a table.
 //!
 //! ```text
-//! cargo run --release -p thinkscope-remote --features seam2 --example self_consistency_bench [MAX_TOKENS] [REPEATS]
+//! cargo run --release -p thinkscope-remote --features seam2 --example self_consistency_bench [MAX_TOKENS] [REPEATS] [TOP_ALTERNATIVES]
 //! ```
 
 use std::sync::Arc;
@@ -54,6 +54,10 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let max_tokens: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(128);
     let repeats: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
+    let top: usize = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(thinkscope_engine::service::NEXT_TOP);
     let path = fetch::default_model_path(&fetch::models_dir());
 
     let (dev, _) = device::select(DevicePref::Cpu);
@@ -66,6 +70,7 @@ fn main() {
     let client = Client::connect(cfg, None).expect("connect");
     let options = RemoteOptions {
         chat_template: TemplateSource::from_gguf(&path).expect("template"),
+        top_alternatives: top,
         ..RemoteOptions::default()
     };
     let service: Arc<dyn SequenceService> =
@@ -74,7 +79,9 @@ fn main() {
     let remote =
         Worker::with_service(service, WorkerOptions::default(), Arc::new(|| {})).expect("worker");
 
-    println!("self-consistency, 8 samples, max {max_tokens} tokens, prompt \"What is 7 * 8?\"");
+    println!(
+        "self-consistency, 8 samples, max {max_tokens} tokens, prompt \"What is 7 * 8?\", {top} alternatives per token from the server"
+    );
     println!(
         "| backend | seed | wall s | generated | prompt computed | reused | tree tokens | answer |"
     );

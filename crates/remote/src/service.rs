@@ -236,15 +236,24 @@ impl RemoteService {
         let server = client.info().clone();
         let caps = &server.capabilities;
         let top = options.top_alternatives.min(caps.top_logprobs);
-        let template = match &options.chat_template {
+        let server_renders = client
+            .render_chat(&[("user", "hi")])
+            .map_err(remote_err)?
+            .is_some();
+        // llama-cpp-python names its model by the GGUF's path: on the same machine, that file's
+        // own template is the one the server would use for chat.
+        let source = match &options.chat_template {
+            Some(t) => Some(t.clone()),
+            None if !server_renders && std::path::Path::new(&server.model).is_file() => {
+                TemplateSource::from_gguf(std::path::Path::new(&server.model)).unwrap_or(None)
+            }
+            None => None,
+        };
+        let template = match &source {
             Some(t) => Some(ChatTemplate::new(&t.source, &t.bos, &t.eos)?),
             None => None,
         };
-        let has_chat_template = template.is_some()
-            || client
-                .render_chat(&[("user", "hi")])
-                .map_err(remote_err)?
-                .is_some();
+        let has_chat_template = template.is_some() || server_renders;
         let (context_length, context_note) = match (server.context_length, options.context_length) {
             (_, Some(n)) => (n, "context as configured"),
             (Some(n), None) => (n, "context from the server"),

@@ -81,8 +81,7 @@ fn every_strategy_runs_over_the_server() {
     let Some(server) = server() else { return };
     let worker = worker(&server);
     let mut report = Vec::new();
-    for (k, info) in registry().iter().enumerate() {
-        let name = info.name;
+    for (k, name) in registry().names().into_iter().enumerate() {
         let started = Instant::now();
         let view = run_to_end(
             &worker,
