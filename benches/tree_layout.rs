@@ -10,9 +10,9 @@ use eframe::egui::{Pos2, Rect, Vec2};
 use thinkscope::ui::state::ColorBy;
 use thinkscope::ui::tree_view::draw::node_visuals;
 use thinkscope::ui::tree_view::layout::layout;
-use thinkscope_engine::events::Event;
+use thinkscope_engine::events::{Event, RunId};
 use thinkscope_engine::model::sampling::{Rng, TokenInfo};
-use thinkscope_engine::tree::{NodeKind, Tree};
+use thinkscope_engine::tree::{NodeId, NodeKind, Tree};
 
 /// A random tree of `n` nodes (each new node hangs under a random recent node, like a search).
 fn tree(n: usize) -> Tree {
@@ -24,9 +24,9 @@ fn tree(n: usize) -> Tree {
             i - 1 - (rng.next_u64() as usize % window)
         });
         t.apply(&Event::NodeAdded {
-            run: 0,
-            node: i,
-            parent,
+            run: RunId(0),
+            node: NodeId(i),
+            parent: parent.map(NodeId),
             kind: if i == 0 {
                 NodeKind::Prompt
             } else {
@@ -46,8 +46,8 @@ fn tree(n: usize) -> Tree {
             })
             .collect();
         t.apply(&Event::TokensAppended {
-            run: 0,
-            node: i,
+            run: RunId(0),
+            node: NodeId(i),
             tokens,
         });
     }

@@ -10,6 +10,7 @@ use egui_kittest::Harness;
 use thinkscope::ui::app::PaneStatus;
 use thinkscope::ui::{AppOptions, ThinkscopeApp};
 use thinkscope_engine::cost::CostSnapshot;
+use thinkscope_engine::strategy::KnobValue;
 use thinkscope_engine::tiny::{write_tiny_model, TinySpec};
 
 fn harness(dir: &Path) -> Harness<'static, ThinkscopeApp> {
@@ -74,34 +75,39 @@ fn type_slide_run_stop_and_compare() {
     assert_eq!(h.state().settings.prompt, "What is 2 + 3?");
 
     // Move sliders found by their labels.
-    h.get_by_role_and_label(Role::Slider, "Samples (N)")
+    h.get_by_role_and_label(Role::Slider, "Samples")
         .set_value_accesskit(3.0);
     h.step();
     h.get_by_role_and_label(Role::Slider, "Temperature")
         .set_value_accesskit(1.2);
     h.step();
-    assert_eq!(h.state().settings.panes[0].samples, 3);
+    assert_eq!(
+        h.state().settings.panes[0].knob("n"),
+        Some(KnobValue::Int(3))
+    );
     assert!((h.state().settings.panes[0].temperature - 1.2).abs() < 1e-3);
 
     // Run: nodes appear as the tree grows; the run finishes with a tree of 3 samples.
     h.get_by_label("Run").click();
     h.step();
-    wait_for(&mut h, "nodes", |a| a.panes[0].tree.nodes.len() > 1);
+    wait_for(&mut h, "nodes", |a| a.panes[0].run.tree.nodes.len() > 1);
     wait_for(&mut h, "the run to end", |a| {
         matches!(a.panes[0].status, PaneStatus::Done(_))
     });
-    assert_eq!(h.state().panes[0].tree.nodes[0].children.len(), 3);
-    assert!(h.state().panes[0].cost.generated_tokens > 0);
+    assert_eq!(h.state().panes[0].run.tree.nodes[0].children.len(), 3);
+    assert!(h.state().panes[0].run.cost.generated_tokens > 0);
 
     // A long run can be stopped midway, keeping its tree.
     h.state_mut().settings.panes[0].strategy = "mcts".into();
-    h.state_mut().settings.panes[0].depth = 32;
+    h.state_mut().settings.panes[0]
+        .set_knob("iterations", KnobValue::Int(32))
+        .expect("32 iterations");
     h.state_mut().settings.panes[0].max_tokens = 400;
     h.step();
     h.get_by_label("Run").click();
     h.step();
-    wait_for(&mut h, "progress", |a| a.panes[0].tree.nodes.len() > 3);
-    let before = h.state().panes[0].tree.nodes.len();
+    wait_for(&mut h, "progress", |a| a.panes[0].run.tree.nodes.len() > 3);
+    let before = h.state().panes[0].run.tree.nodes.len();
     h.get_by_label("Stop").click();
     h.step();
     wait_for(&mut h, "the stop", |a| !a.busy());
@@ -109,9 +115,9 @@ fn type_slide_run_stop_and_compare() {
         h.state().panes[0].status,
         PaneStatus::Done(thinkscope_engine::events::RunOutcome::Cancelled)
     );
-    assert!(h.state().panes[0].tree.nodes.len() >= before);
+    assert!(h.state().panes[0].run.tree.nodes.len() >= before);
     assert!(
-        h.state().panes[0].tree.nodes.len() > 3,
+        h.state().panes[0].run.tree.nodes.len() > 3,
         "the stopped tree is kept"
     );
 
@@ -129,8 +135,8 @@ fn type_slide_run_stop_and_compare() {
             .all(|p| matches!(p.status, PaneStatus::Done(_)))
     });
     for p in &h.state().panes {
-        assert!(p.tree.nodes.len() >= 2);
-        assert!(p.cost.forward_passes > 0);
+        assert!(p.run.tree.nodes.len() >= 2);
+        assert!(p.run.cost.forward_passes > 0);
     }
 
     // Pane count from the toolbar.
@@ -164,8 +170,8 @@ fn sessions_and_settings_survive() {
     let saved = thinkscope::ui::state::SessionFile::read(&session).expect("read");
     h.state_mut().open_session(&session).expect("open");
     h.step();
-    assert_eq!(h.state().panes[0].tree, saved.panes[0].tree);
-    assert!(!h.state().panes[0].tree.nodes.is_empty());
+    assert_eq!(h.state().panes[0].run.tree, saved.panes[0].tree);
+    assert!(!h.state().panes[0].run.tree.nodes.is_empty());
 
     // A broken session file is an error message, and the current work stays.
     let broken = dir.path().join("broken.json");
@@ -178,7 +184,7 @@ fn sessions_and_settings_survive() {
         format!("{err:#}").contains("not a thinkscope session"),
         "{err:#}"
     );
-    assert_eq!(h.state().panes[0].tree, saved.panes[0].tree);
+    assert_eq!(h.state().panes[0].run.tree, saved.panes[0].tree);
 }
 
 #[test]
@@ -210,9 +216,9 @@ fn bad_model_file_is_reported_and_the_app_keeps_running() {
 
 /// A tree built from events by hand, so the pictures depend on nothing numerical.
 fn synthetic_session(app: &ThinkscopeApp) -> thinkscope::ui::state::SessionFile {
-    use thinkscope_engine::events::Event;
+    use thinkscope_engine::events::{Event, RunId};
     use thinkscope_engine::model::sampling::{Alternative, TokenInfo};
-    use thinkscope_engine::tree::{NodeKind, Scores, Tree};
+    use thinkscope_engine::tree::{NodeId, NodeKind, Scores, Tree};
     let tok = |text: &str, logprob: f32| TokenInfo {
         id: 1,
         text: text.into(),
@@ -232,9 +238,9 @@ fn synthetic_session(app: &ThinkscopeApp) -> thinkscope::ui::state::SessionFile 
                label: &str,
                text: &str| {
         tree.apply(&Event::NodeAdded {
-            run: 1,
-            node,
-            parent,
+            run: RunId(1),
+            node: NodeId(node),
+            parent: parent.map(NodeId),
             kind,
             label: label.into(),
             text: text.into(),
@@ -273,13 +279,13 @@ fn synthetic_session(app: &ThinkscopeApp) -> thinkscope::ui::state::SessionFile 
         );
         let tokens = text.split_inclusive(' ').map(|w| tok(w, *lp)).collect();
         tree.apply(&Event::TokensAppended {
-            run: 1,
-            node: i + 1,
+            run: RunId(1),
+            node: NodeId(i + 1),
             tokens,
         });
         tree.apply(&Event::NodeScored {
-            run: 1,
-            node: i + 1,
+            run: RunId(1),
+            node: NodeId(i + 1),
             scores: Scores {
                 mean_logprob: Some(*lp),
                 votes: Some(if *answer == "42" { 2 } else { 1 }),
@@ -287,8 +293,8 @@ fn synthetic_session(app: &ThinkscopeApp) -> thinkscope::ui::state::SessionFile 
             },
         });
         tree.apply(&Event::NodeFinished {
-            run: 1,
-            node: i + 1,
+            run: RunId(1),
+            node: NodeId(i + 1),
             answer: Some(answer.to_string()),
         });
     }
@@ -296,8 +302,8 @@ fn synthetic_session(app: &ThinkscopeApp) -> thinkscope::ui::state::SessionFile 
         .into_iter()
         .collect();
     tree.apply(&Event::AnswerChosen {
-        run: 1,
-        node: Some(2),
+        run: RunId(1),
+        node: Some(NodeId(2)),
         answer: Some("42".into()),
         tally,
     });
@@ -328,7 +334,7 @@ fn snapshots_of_main_screens() {
     let path = dir.path().join("fixed.json");
     synthetic_session(h.state()).write(&path).expect("write");
     h.state_mut().open_session(&path).expect("open");
-    h.state_mut().panes[0].selected = Some(2);
+    h.state_mut().panes[0].selected = Some(thinkscope_engine::tree::NodeId(2));
     h.state_mut().clear_notices();
     for _ in 0..4 {
         h.step();
@@ -394,5 +400,5 @@ fn a_broken_model_file_keeps_the_loaded_model() {
     wait_for(&mut h, "a run on the kept model", |a| {
         matches!(a.panes[0].status, PaneStatus::Done(_))
     });
-    assert!(h.state().panes[0].tree.nodes.len() >= 2);
+    assert!(h.state().panes[0].run.tree.nodes.len() >= 2);
 }

@@ -24,7 +24,7 @@ pub fn inspector_ui(
     selected: NodeId,
     can_branch: bool,
 ) -> Option<BranchRequest> {
-    let Some(node) = tree.nodes.get(selected) else {
+    let Some(node) = tree.node(selected) else {
         ui.label("The selected node is gone.");
         return None;
     };

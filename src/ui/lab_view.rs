@@ -12,10 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::ui::theme;
 use thinkscope_engine::lab::sweep::run_sweep;
 use thinkscope_engine::lab::{
-    summarize, write_csv, GeneratorKind, GeneratorSpec, ProblemSet, SweepConfig, SweepPoint,
-    SweepProgress,
+    summarize, write_csv, GeneratorKind, GeneratorSpec, ProblemSet, SweepConfig, SweepEngine,
+    SweepPoint, SweepProgress,
 };
-use thinkscope_engine::Model;
 
 /// Which compute measure the x-axis shows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,7 +155,7 @@ impl LabState {
     /// Start a sweep on a background thread.
     pub fn start(
         &mut self,
-        model: Arc<Model>,
+        engine: SweepEngine,
         s: &LabSettings,
         results: PathBuf,
         ctx: egui::Context,
@@ -243,7 +242,7 @@ impl LabState {
                         ctx.request_repaint();
                     }
                 };
-                let result = run_sweep(model, &config, &results, &flag, &mut on_progress)
+                let result = run_sweep(&engine, &config, &results, &flag, &mut on_progress)
                     .map(|outcome| summarize(&config, &outcome.records))
                     .map_err(|e| format!("{e}"));
                 let _ = tx.send(Msg::Finished(result));

@@ -1,11 +1,12 @@
 //! What survives a restart (settings) and what a session file holds.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use thinkscope_engine::cost::CostSnapshot;
-use thinkscope_engine::strategy::{Knobs, RunConfig, Strategy};
+use thinkscope_engine::strategy::{registry, KnobValue, Knobs, Params, RunConfig, Strategy};
 use thinkscope_engine::tree::Tree;
 
 /// How nodes are coloured.
@@ -43,18 +44,15 @@ impl ColorBy {
 pub struct PaneSettings {
     /// Strategy registry name.
     pub strategy: String,
-    /// Samples / width / branches.
-    pub samples: usize,
-    /// Depth / iterations / waits / splits.
-    pub depth: usize,
+    /// Knob values by strategy name: each strategy keeps its own settings while another one is
+    /// chosen. Knobs left out take the registry's defaults.
+    pub knobs: BTreeMap<String, Params>,
     /// Sampling temperature.
     pub temperature: f32,
     /// Nucleus threshold.
     pub top_p: f32,
     /// Most tokens per branch.
     pub max_tokens: usize,
-    /// Thinking budget (budget forcing).
-    pub thinking: usize,
     /// Whether the run has a total token budget.
     pub use_budget: bool,
     /// The total token budget.
@@ -65,18 +63,23 @@ pub struct PaneSettings {
 
 impl Default for PaneSettings {
     fn default() -> Self {
-        Self {
+        let mut s = Self {
             strategy: "self-consistency".into(),
-            samples: 4,
-            depth: 3,
+            knobs: BTreeMap::new(),
             temperature: 0.7,
             top_p: 0.95,
             max_tokens: 192,
-            thinking: 256,
             use_budget: false,
             budget: 2048,
             seed: 0,
-        }
+        };
+        // The app's usual starting point: four samples, three steps deep.
+        let _ = s.apply_roles(&Knobs {
+            samples: Some(4),
+            depth: Some(3),
+            thinking: None,
+        });
+        s
     }
 }
 
@@ -89,18 +92,56 @@ impl PaneSettings {
         }
     }
 
+    /// The chosen strategy with this pane's knob values. A value the registry no longer accepts
+    /// (a hand-edited file, an older version) falls back to its default.
+    pub fn strategy(&self) -> thinkscope_engine::Result<Strategy> {
+        let mut s = Strategy::named(&self.strategy)?;
+        if let Some(params) = self.knobs.get(s.name()) {
+            for (key, value) in &params.0 {
+                let _ = s.set(key, value.clone());
+            }
+        }
+        if s.validate().is_err() {
+            s = Strategy::named(&self.strategy)?;
+        }
+        Ok(s)
+    }
+
+    /// The current value of one of the chosen strategy's knobs.
+    pub fn knob(&self, key: &str) -> Option<KnobValue> {
+        self.strategy().ok()?.params().0.get(key).cloned()
+    }
+
+    /// Set one of the chosen strategy's knobs (checked against its range).
+    pub fn set_knob(&mut self, key: &str, value: KnobValue) -> thinkscope_engine::Result<()> {
+        let mut s = self.strategy()?;
+        s.set(key, value)?;
+        s.validate()?;
+        self.knobs.insert(s.name().to_owned(), s.params().clone());
+        Ok(())
+    }
+
+    /// Set the knobs that play the common roles (presets): for every strategy, so switching
+    /// strategies keeps the preset.
+    pub fn apply_roles(&mut self, knobs: &Knobs) -> thinkscope_engine::Result<()> {
+        let chosen = self.strategy.clone();
+        for name in registry().names() {
+            self.strategy = name.to_owned();
+            let mut s = self.strategy()?;
+            if s.apply_roles(knobs).is_ok() && s.validate().is_ok() {
+                self.knobs.insert(name.to_owned(), s.params().clone());
+            }
+        }
+        self.strategy = chosen;
+        Ok(())
+    }
+
     /// The run configuration these settings describe.
     pub fn run_config(&self, prompt: &str) -> thinkscope_engine::Result<RunConfig> {
-        let knobs = Knobs {
-            samples: Some(self.samples),
-            depth: Some(self.depth),
-            thinking: Some(self.thinking),
-        };
-        let strategy = Strategy::from_name(&self.strategy, &knobs)?;
         let config = RunConfig {
             prompt: prompt.to_owned(),
             format: Default::default(),
-            strategy,
+            strategy: self.strategy()?,
             temperature: self.temperature,
             top_p: self.top_p,
             seed: self.seed,
@@ -212,10 +253,10 @@ impl Settings {
         }
         self.panes.truncate(4);
         for p in &mut self.panes {
-            p.samples = p.samples.clamp(1, 64);
-            p.depth = p.depth.clamp(1, 64);
+            if registry().get(&p.strategy).is_none() {
+                p.strategy = PaneSettings::default().strategy;
+            }
             p.max_tokens = p.max_tokens.clamp(1, 4096);
-            p.thinking = p.thinking.clamp(2, 8192);
             p.budget = p.budget.clamp(1, 1_000_000);
             if !(0.0..=5.0).contains(&p.temperature) {
                 p.temperature = 0.7;

@@ -69,3 +69,124 @@ fn cli_lab_writes_csv_and_svg_and_resumes() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+/// `strategies --json` prints the registry: every strategy with its name, summary and knobs,
+/// each knob with its label, help, range and default, exactly as the engine declares them.
+#[test]
+fn strategies_json_is_the_registry() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_thinkscope-cli"))
+        .args(["strategies", "--json"])
+        .output()
+        .expect("run thinkscope-cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let listed = listed.as_array().expect("an array");
+    let registry = thinkscope_engine::strategy::registry().all();
+    assert_eq!(listed.len(), registry.len());
+    for (entry, def) in listed.iter().zip(&registry) {
+        assert_eq!(entry["name"], def.name());
+        assert_eq!(entry["summary"], def.summary());
+        let knobs = entry["knobs"].as_array().expect("knobs");
+        assert_eq!(knobs.len(), def.knobs().len(), "{}", def.name());
+        for (k, want) in knobs.iter().zip(def.knobs()) {
+            assert_eq!(k["key"], want.key);
+            assert_eq!(k["label"], want.label);
+            assert_eq!(k["help"], want.help);
+            assert_eq!(
+                k["default"],
+                serde_json::to_value(want.default_value()).expect("value")
+            );
+            if k["type"] == "int" || k["type"] == "float" {
+                assert!(k["min"].as_f64() <= k["default"].as_f64(), "{}", want.key);
+                assert!(k["default"].as_f64() <= k["max"].as_f64(), "{}", want.key);
+            }
+        }
+    }
+    let beam = listed.iter().find(|e| e["name"] == "beam").expect("beam");
+    let width = beam["knobs"]
+        .as_array()
+        .and_then(|k| k.iter().find(|k| k["key"] == "width"))
+        .expect("beam width");
+    assert_eq!(width["label"], "Beam width");
+    assert_eq!(width["role"], "samples");
+}
+
+/// Knobs given on the command line are checked against the registry: a bad value, an unknown
+/// key and a malformed pair each stop the run with one line naming the problem.
+#[test]
+fn bad_knobs_give_one_line_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("tiny.gguf");
+    write_tiny_model(&model, &TinySpec::llama()).expect("write");
+    for (args, needle) in [
+        (
+            vec!["--strategy", "beam", "--set", "width=99"],
+            "outside [1, 16]",
+        ),
+        (
+            vec!["--strategy", "beam", "--set", "colour=red"],
+            "no parameter 'colour'",
+        ),
+        (vec!["--strategy", "beam", "--set", "width"], "KEY=VALUE"),
+        (
+            vec!["--strategy", "nonsense"],
+            "unknown strategy 'nonsense'",
+        ),
+        (
+            vec!["--strategy", "mcts", "--samples", "0"],
+            "outside [1, 8]",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_thinkscope-cli"))
+            .args(["--device", "cpu", "run", "--prompt", "hi", "--model"])
+            .arg(&model)
+            .args(&args)
+            .output()
+            .expect("run thinkscope-cli");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+    }
+    // A good --set takes effect: the tree has the asked-for width.
+    let json = dir.path().join("run.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_thinkscope-cli"))
+        .args([
+            "--device",
+            "cpu",
+            "run",
+            "--prompt",
+            "what is 1 + 1 ?",
+            "--model",
+        ])
+        .arg(&model)
+        .args([
+            "--strategy",
+            "self-consistency",
+            "--set",
+            "n=3",
+            "--max-tokens",
+            "4",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run thinkscope-cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    assert_eq!(run["config"]["strategy"]["n"], 3);
+    assert_eq!(
+        run["tree"]["nodes"][0]["children"].as_array().map(Vec::len),
+        Some(3)
+    );
+    assert!(run["cost"]["generated_tokens"].as_u64() > Some(0));
+}

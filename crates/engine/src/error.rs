@@ -58,7 +58,7 @@ pub enum EngineError {
 
     /// A sequence id that does not exist (released or never created).
     #[error("unknown sequence {0}")]
-    UnknownSequence(u64),
+    UnknownSequence(crate::service::SeqId),
 
     /// A user-supplied parameter is out of range.
     #[error("invalid parameter: {0}")]

@@ -1,4 +1,4 @@
-//! Commands to the engine worker and events from it.
+//! Events from a run: the one stream every viewer (app, CLI, lab, tests) folds into its tree.
 
 use std::collections::BTreeMap;
 
@@ -6,46 +6,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::cost::CostSnapshot;
 use crate::model::sampling::TokenInfo;
-use crate::strategy::RunConfig;
 use crate::tree::{NodeId, NodeKind, Scores};
 
-/// Identifies a run (one strategy on one prompt).
-pub type RunId = u64;
+/// Identifies a run (one strategy on one prompt), chosen by the frontend that starts it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct RunId(pub u64);
 
-/// What the UI asks of the worker.
-#[derive(Clone, Debug)]
-pub enum Command {
-    /// Start a run.
-    Run {
-        /// Id chosen by the caller.
-        run: RunId,
-        /// What to run.
-        config: Box<RunConfig>,
-    },
-    /// Hold a run after its current forward pass.
-    Pause(RunId),
-    /// Let a paused run go on.
-    Resume(RunId),
-    /// Let a paused run do one more forward pass.
-    Step(RunId),
-    /// Stop a run; takes effect within one forward pass.
-    Cancel(RunId),
-    /// Continue a finished run with a branch made by hand: at token `index` of `node`, take
-    /// `token` instead, and let the model go on from there. The new node joins the same tree.
-    BranchFrom {
-        /// The finished run.
-        run: RunId,
-        /// Node holding the token.
-        node: NodeId,
-        /// Token index inside the node (the alternative replaces this token).
-        index: usize,
-        /// The alternative token.
-        token: u32,
-    },
-    /// Drop a run's cached sequences.
-    Forget(RunId),
-    /// End the worker thread.
-    Shutdown,
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
 }
 
 /// How a run ended.

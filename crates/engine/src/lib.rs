@@ -9,15 +9,19 @@ pub mod device;
 pub mod error;
 pub mod events;
 pub mod fetch;
+pub mod frontend;
 pub mod generate;
 pub mod kv;
 pub mod lab;
+pub mod local;
 pub mod model;
 pub mod quantize;
 pub mod sequences;
+pub mod service;
 pub mod strategy;
 pub mod tiny;
 pub mod tree;
+pub mod view;
 pub mod worker;
 
 /// The project's own quantized matmul kernels (their own crate, re-exported).

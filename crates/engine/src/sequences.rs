@@ -15,8 +15,7 @@ use crate::kv::{KvPool, SeqKv};
 use crate::model::sampling::{Sampler, TokenInfo};
 use crate::model::Model;
 
-/// Identifies a sequence inside an [`Engine`].
-pub type SeqId = u64;
+pub use crate::service::SeqId;
 
 /// Work counters: what was computed and what was reused.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +60,7 @@ pub struct Engine {
     /// The backend's block storage for every sequence of this engine.
     storage: Box<dyn KvStorage>,
     seqs: HashMap<SeqId, Sequence>,
-    next_id: SeqId,
+    next_id: u64,
     counters: Counters,
 }
 
@@ -120,7 +119,7 @@ impl Engine {
 
     /// A new, empty sequence.
     pub fn new_sequence(&mut self) -> SeqId {
-        let id = self.next_id;
+        let id = SeqId(self.next_id);
         self.next_id += 1;
         self.seqs.insert(
             id,
@@ -155,7 +154,7 @@ impl Engine {
         };
         self.counters.tokens_reused += child.tokens.len() as u64;
         self.counters.forks += 1;
-        let id = self.next_id;
+        let id = SeqId(self.next_id);
         self.next_id += 1;
         self.seqs.insert(id, child);
         Ok(id)
@@ -230,6 +229,15 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Append tokens to several sequences in one forward pass (a ragged batch); per sequence, the
+    /// logits after each of its new tokens. They count as prompt tokens computed.
+    pub fn extend(&mut self, items: &[(SeqId, &[u32])]) -> Result<Vec<Vec<Vec<f32>>>> {
+        let out = self.run(items, LogitsWanted::All)?;
+        self.counters.prompt_tokens_computed +=
+            items.iter().map(|(_, t)| t.len() as u64).sum::<u64>();
+        Ok(out)
     }
 
     /// One batched decode step: append one token to each sequence, in a single forward pass.

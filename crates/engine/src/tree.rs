@@ -1,17 +1,63 @@
 //! The reasoning tree: nodes are spans of generated tokens, children are branches.
 //!
-//! A tree is built only by applying [`Event`]s, in the strategy thread and in every viewer alike,
-//! so what the GUI, the CLI and the tests see is the same tree by construction.
+//! A tree is built only by applying [`crate::events::Event`]s (`Tree::apply`, in `view.rs`), in the
+//! strategy thread and in every viewer alike, so what the GUI, the CLI and the tests see is the
+//! same tree by construction.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::Event;
 use crate::model::sampling::TokenInfo;
 
 /// Index of a node in its tree.
-pub type NodeId = usize;
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct NodeId(pub usize);
+
+impl NodeId {
+    /// The index into [`Tree::nodes`].
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+// Per-node tables (the tree's nodes, a layout's positions) are indexed by node id.
+impl<T> std::ops::Index<NodeId> for [T] {
+    type Output = T;
+
+    fn index(&self, id: NodeId) -> &T {
+        &self[id.0]
+    }
+}
+
+impl<T> std::ops::IndexMut<NodeId> for [T] {
+    fn index_mut(&mut self, id: NodeId) -> &mut T {
+        &mut self[id.0]
+    }
+}
+
+impl<T> std::ops::Index<NodeId> for Vec<T> {
+    type Output = T;
+
+    fn index(&self, id: NodeId) -> &T {
+        &self[id.0]
+    }
+}
+
+impl<T> std::ops::IndexMut<NodeId> for Vec<T> {
+    fn index_mut(&mut self, id: NodeId) -> &mut T {
+        &mut self[id.0]
+    }
+}
 
 /// Life cycle of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,91 +159,9 @@ pub struct Tree {
 }
 
 impl Tree {
-    /// Apply one event. Events for other runs or unknown nodes are ignored.
-    pub fn apply(&mut self, event: &Event) {
-        match event {
-            Event::NodeAdded {
-                node,
-                parent,
-                kind,
-                label,
-                text,
-                fork_at,
-                ..
-            } => {
-                if *node != self.nodes.len() || parent.is_some_and(|p| p >= self.nodes.len()) {
-                    return;
-                }
-                if let Some(p) = parent {
-                    self.nodes[*p].children.push(*node);
-                }
-                self.nodes.push(Node {
-                    id: *node,
-                    parent: *parent,
-                    children: Vec::new(),
-                    kind: *kind,
-                    label: label.clone(),
-                    fork_at: *fork_at,
-                    text: text.clone(),
-                    tokens: Vec::new(),
-                    status: NodeStatus::Running,
-                    scores: Scores::default(),
-                    answer: None,
-                });
-            }
-            Event::TokensAppended { node, tokens, .. } => {
-                if let Some(n) = self.nodes.get_mut(*node) {
-                    for t in tokens {
-                        n.text.push_str(&t.text);
-                    }
-                    n.tokens.extend(tokens.iter().cloned());
-                }
-            }
-            Event::NodeScored { node, scores, .. } => {
-                if let Some(n) = self.nodes.get_mut(*node) {
-                    n.scores = scores.clone();
-                }
-            }
-            Event::NodeFinished { node, answer, .. } => {
-                if let Some(n) = self.nodes.get_mut(*node) {
-                    if n.status == NodeStatus::Running {
-                        n.status = NodeStatus::Finished;
-                    }
-                    n.answer = answer.clone();
-                }
-            }
-            Event::NodePruned { node, .. } => {
-                if let Some(n) = self.nodes.get_mut(*node) {
-                    n.status = NodeStatus::Pruned;
-                }
-            }
-            Event::AnswerChosen {
-                node,
-                answer,
-                tally,
-                ..
-            } => {
-                self.chosen = *node;
-                self.answer = answer.clone();
-                self.tally = tally.clone();
-                let mut cur = *node;
-                while let Some(id) = cur {
-                    let Some(n) = self.nodes.get_mut(id) else {
-                        break;
-                    };
-                    n.status = NodeStatus::Chosen;
-                    cur = n.parent;
-                }
-            }
-            Event::RunFinished { .. } => {
-                for n in &mut self.nodes {
-                    if n.status == NodeStatus::Running {
-                        n.status = NodeStatus::Finished;
-                    }
-                }
-            }
-            Event::RunStarted { .. } | Event::Cost { .. } | Event::Error { .. } => {}
-        }
+    /// The node `id`, if the tree has it.
+    pub fn node(&self, id: NodeId) -> Option<&Node> {
+        self.nodes.get(id.0)
     }
 
     /// The root, if the tree has one.
@@ -210,7 +174,10 @@ impl Tree {
         let mut path = Vec::new();
         let mut cur = Some(id);
         while let Some(i) = cur {
-            let Some(n) = self.nodes.get(i) else { break };
+            // A tree from a file may hold a parent cycle: never walk more steps than nodes.
+            let Some(n) = self.node(i).filter(|_| path.len() < self.nodes.len()) else {
+                break;
+            };
             path.push(i);
             cur = n.parent;
         }

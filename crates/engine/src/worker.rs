@@ -1,27 +1,29 @@
-//! The engine worker: one named thread that owns the model's sequences and batches the forward
-//! passes of every running strategy.
+//! The run manager: one named thread that takes [`Command`]s, starts each run's strategy on a
+//! thread of its own over a [`SequenceService`], and reports every run's end.
 //!
-//! Each run's strategy executes on its own named thread as plain sequential code; every engine
-//! operation it needs becomes a [`Request`]. The worker gathers the requests of all runs, merges
-//! their decode steps into one batched forward pass, and answers each. Pausing a run means holding
-//! its requests; cancelling means answering them with [`EngineError::Cancelled`], so a cancel takes
-//! effect within one forward pass and leaves the tree consistent.
+//! Strategies are plain sequential code; the service they call decides how their work is batched
+//! (the local service merges every run's decode steps into one forward pass; a remote one keeps
+//! several requests in flight). Pause, step and cancel go straight to the run's [`RunControl`],
+//! which the service obeys within one pass.
+//!
+//! Runs are supervised: a strategy that panics ends `Failed` with the panic's message, like one
+//! that returns an error, so no pane, CLI run or lab sweep ever waits for a run that is gone.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 
-use crate::cost::{flops_for, CostSnapshot, EnergyMeter};
+use crate::cost::CostSnapshot;
 use crate::error::{EngineError, Result};
-use crate::events::{Command, Event, RunId, RunOutcome};
+use crate::events::{Event, RunId, RunOutcome};
+use crate::local::{panic_message, LocalOptions, LocalService};
 use crate::model::Model;
-use crate::sequences::{Engine, SeqId};
+use crate::service::{RunControl, SeqId, SequenceService};
 use crate::strategy::{Ctx, ManualBranch, RunConfig};
-use crate::tree::Tree;
+use crate::tree::{NodeId, Tree};
 
 /// Called after events are sent, so a GUI can repaint. The engine knows nothing else of the GUI.
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
@@ -42,57 +44,58 @@ impl EventSink {
     }
 }
 
-/// One engine operation a strategy asks for.
-pub(crate) enum Op {
-    Prefill { tokens: Vec<u32> },
-    Fork { seq: SeqId, n: usize },
-    Decode { steps: Vec<(SeqId, u32)> },
-    Extend { seq: SeqId, tokens: Vec<u32> },
-    Release { seqs: Vec<SeqId> },
-}
-
-/// The answer to an [`Op`].
-pub(crate) enum Reply {
-    Prefilled { seq: SeqId, logits: Vec<f32> },
-    Seqs(Vec<SeqId>),
-    Logits(Vec<Vec<f32>>),
-    Done,
-}
-
-/// Work an operation cost, attributed to the run that asked.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct OpCost {
-    pub prompt_tokens_computed: u64,
-    pub tokens_reused: u64,
-    pub forward_passes: u64,
-    pub flops: f64,
-    pub energy_joules: f64,
-}
-
-pub(crate) struct Request {
-    pub run: RunId,
-    pub op: Op,
-    pub reply: Sender<Result<(Reply, OpCost)>>,
-}
-
-enum Internal {
-    /// A run's thread is done. The worker records the run (so it can be branched from) and only
-    /// then tells viewers it finished: a `BranchFrom` sent on seeing `RunFinished` always finds it.
-    Finished {
+/// What a frontend asks of the worker.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Start a run.
+    Run {
+        /// Id chosen by the caller.
         run: RunId,
-        outcome: RunOutcome,
-        cost: CostSnapshot,
-        tree: Tree,
-        prompt_ids: Vec<u32>,
-        config: RunConfig,
-        seqs: Vec<SeqId>,
+        /// What to run.
+        config: Box<RunConfig>,
     },
+    /// Hold a run after its current forward pass.
+    Pause(RunId),
+    /// Let a paused run go on.
+    Resume(RunId),
+    /// Let a paused run do one more forward pass.
+    Step(RunId),
+    /// Stop a run; takes effect within one forward pass.
+    Cancel(RunId),
+    /// Continue a finished run with a branch made by hand: at token `index` of `node`, take
+    /// `token` instead, and let the model go on from there. The new node joins the same tree.
+    BranchFrom {
+        /// The finished run.
+        run: RunId,
+        /// Node holding the token.
+        node: NodeId,
+        /// Token index inside the node (the alternative replaces this token).
+        index: usize,
+        /// The alternative token.
+        token: u32,
+    },
+    /// Drop a run's cached sequences.
+    Forget(RunId),
+    /// End the worker thread.
+    Shutdown,
+}
+
+/// A run's thread is done. The manager records the run (so it can be branched from) and only
+/// then tells viewers it finished: a `BranchFrom` sent on seeing `RunFinished` always finds it.
+struct Finished {
+    run: RunId,
+    outcome: RunOutcome,
+    cost: CostSnapshot,
+    tree: Tree,
+    prompt_ids: Vec<u32>,
+    config: RunConfig,
+    seqs: Vec<SeqId>,
 }
 
 /// Options for [`Worker::spawn`].
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
-    /// KV cache budget in bytes.
+    /// KV cache budget in bytes (local models).
     pub kv_budget_bytes: usize,
     /// Capacity of the event channel.
     pub event_capacity: usize,
@@ -107,29 +110,45 @@ impl Default for WorkerOptions {
     }
 }
 
-/// Handle to the engine worker thread. Dropping it shuts the worker down and joins it.
+/// Handle to the run manager. Dropping it cancels every run and shuts the worker down.
 pub struct Worker {
     commands: Sender<Command>,
     events: Receiver<Event>,
+    service: Arc<dyn SequenceService>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Worker {
-    /// Start the worker for `model`. `waker` is called whenever events are sent.
+    /// Start a worker over a local model (the in-process service). `waker` is called whenever
+    /// events are sent.
     pub fn spawn(model: Arc<Model>, options: WorkerOptions, waker: Waker) -> Result<Self> {
+        let service = LocalService::start(
+            model,
+            LocalOptions {
+                kv_budget_bytes: options.kv_budget_bytes,
+            },
+        )?;
+        Self::with_service(Arc::new(service), options, waker)
+    }
+
+    /// Start a worker over any sequence service (a remote server, say).
+    pub fn with_service(
+        service: Arc<dyn SequenceService>,
+        options: WorkerOptions,
+        waker: Waker,
+    ) -> Result<Self> {
         let (cmd_tx, cmd_rx) = bounded::<Command>(256);
         let (ev_tx, ev_rx) = bounded::<Event>(options.event_capacity.max(16));
         let sink = EventSink { tx: ev_tx, waker };
+        let svc = service.clone();
         let thread = std::thread::Builder::new()
-            .name("thinkscope-engine".into())
-            .spawn(move || {
-                let mut w = WorkerLoop::new(model, options, sink, cmd_rx);
-                w.run();
-            })
+            .name("thinkscope-runs".into())
+            .spawn(move || Manager::new(svc, sink, cmd_rx).run())
             .map_err(|e| EngineError::WorkerGone(format!("could not start worker thread: {e}")))?;
         Ok(Self {
             commands: cmd_tx,
             events: ev_rx,
+            service,
             thread: Some(thread),
         })
     }
@@ -145,23 +164,39 @@ impl Worker {
     pub fn events(&self) -> &Receiver<Event> {
         &self.events
     }
+
+    /// The service the runs use (model name, device, capabilities).
+    pub fn service(&self) -> &Arc<dyn SequenceService> {
+        &self.service
+    }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
         let _ = self.commands.send(Command::Shutdown);
-        // Unblock strategy threads stuck on a full event channel.
-        while self.events.try_recv().is_ok() {}
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // Cancelled runs end within one pass; a strategy stuck elsewhere (a slow template,
+            // say) must not hold up the caller, usually the UI thread: the manager is joined by
+            // a thread of its own, which keeps the event channel drained meanwhile.
+            let events = self.events.clone();
+            let reaper = std::thread::Builder::new()
+                .name("thinkscope-reaper".into())
+                .spawn(move || {
+                    while !t.is_finished() {
+                        while events.try_recv().is_ok() {}
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    let _ = t.join();
+                });
+            if reaper.is_err() {
+                tracing::warn!("could not start a thread to join the worker; leaving it");
+            }
         }
     }
 }
 
 struct ActiveRun {
-    cancel: Arc<AtomicBool>,
-    paused: bool,
-    steps: u32,
+    control: Arc<RunControl>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -172,134 +207,76 @@ struct FinishedRun {
     seqs: Vec<SeqId>,
 }
 
-struct WorkerLoop {
-    model: Arc<Model>,
-    engine: Engine,
-    energy: EnergyMeter,
+struct Manager {
+    service: Arc<dyn SequenceService>,
     sink: EventSink,
     commands: Receiver<Command>,
-    req_tx: Sender<Request>,
-    req_rx: Receiver<Request>,
-    int_tx: Sender<Internal>,
-    int_rx: Receiver<Internal>,
+    done_tx: Sender<Finished>,
+    done_rx: Receiver<Finished>,
     active: HashMap<RunId, ActiveRun>,
     finished: HashMap<RunId, FinishedRun>,
     /// Order in which finished runs may give their cached sequences back.
     finished_order: Vec<RunId>,
-    held: Vec<Request>,
     /// Sequences a continuing run inherits from its earlier part.
     inherited: HashMap<RunId, Vec<SeqId>>,
 }
 
-impl WorkerLoop {
+impl Manager {
     fn new(
-        model: Arc<Model>,
-        options: WorkerOptions,
+        service: Arc<dyn SequenceService>,
         sink: EventSink,
         commands: Receiver<Command>,
     ) -> Self {
-        let (req_tx, req_rx) = unbounded();
-        let (int_tx, int_rx) = unbounded();
-        let gpu = model.backend().info().gpu;
-        let energy = EnergyMeter::detect(rayon::current_num_threads(), gpu);
+        let (done_tx, done_rx) = unbounded();
         Self {
-            engine: Engine::new(model.clone(), options.kv_budget_bytes).expect("engine"),
-            model,
-            energy,
+            service,
             sink,
             commands,
-            req_tx,
-            req_rx,
-            int_tx,
-            int_rx,
+            done_tx,
+            done_rx,
             active: HashMap::new(),
             finished: HashMap::new(),
             finished_order: Vec::new(),
-            held: Vec::new(),
             inherited: HashMap::new(),
         }
     }
 
-    fn run(&mut self) {
+    fn run(mut self) {
         loop {
-            let mut pending = std::mem::take(&mut self.held);
-            if pending.is_empty() {
-                select! {
-                    recv(self.commands) -> cmd => match cmd {
-                        Ok(Command::Shutdown) | Err(_) => break,
-                        Ok(cmd) => self.command(cmd),
-                    },
-                    recv(self.req_rx) -> req => if let Ok(r) = req { pending.push(r) },
-                    recv(self.int_rx) -> msg => if let Ok(m) = msg { self.internal(m) },
-                }
-            } else {
-                // Requests are held (paused runs): wait for a command or new work, briefly.
-                select! {
-                    recv(self.commands) -> cmd => match cmd {
-                        Ok(Command::Shutdown) | Err(_) => { self.held = pending; break }
-                        Ok(cmd) => self.command(cmd),
-                    },
-                    recv(self.req_rx) -> req => if let Ok(r) = req { pending.push(r) },
-                    recv(self.int_rx) -> msg => if let Ok(m) = msg { self.internal(m) },
-                    default(Duration::from_millis(50)) => {}
-                }
+            select! {
+                recv(self.commands) -> cmd => match cmd {
+                    Ok(Command::Shutdown) | Err(_) => break,
+                    Ok(cmd) => self.command(cmd),
+                },
+                recv(self.done_rx) -> msg => if let Ok(m) = msg { self.finished(m) },
             }
-            while let Ok(cmd) = self.commands.try_recv() {
-                if matches!(cmd, Command::Shutdown) {
-                    self.held = pending;
-                    self.shutdown();
-                    return;
-                }
-                self.command(cmd);
-            }
-            while let Ok(m) = self.int_rx.try_recv() {
-                self.internal(m);
-            }
-            self.gather(&mut pending);
-            self.serve(pending);
         }
         self.shutdown();
     }
 
-    /// Give other running runs a moment to submit their next step, so it joins this pass.
-    fn gather(&mut self, pending: &mut Vec<Request>) {
-        let deadline = Instant::now() + Duration::from_millis(3);
-        loop {
-            while let Ok(r) = self.req_rx.try_recv() {
-                pending.push(r);
-            }
-            let waiting_for = self
-                .active
-                .iter()
-                .filter(|(id, r)| {
-                    !r.cancel.load(Ordering::Relaxed)
-                        && (!r.paused || r.steps > 0)
-                        && !pending.iter().any(|p| p.run == **id)
-                })
-                .count();
-            if waiting_for == 0 || pending.is_empty() || Instant::now() >= deadline {
-                return;
-            }
-            if let Ok(r) = self.req_rx.recv_timeout(Duration::from_micros(500)) {
-                pending.push(r);
-            }
-        }
+    fn fail(&self, run: RunId, message: String) {
+        self.sink.send(Event::Error {
+            run: Some(run),
+            message,
+        });
+        self.sink.send(Event::RunFinished {
+            run,
+            outcome: RunOutcome::Failed,
+            cost: Default::default(),
+        });
     }
 
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Run { run, config } => {
-                if let Err(e) = config.validate() {
-                    self.sink.send(Event::Error {
+                if self.active.contains_key(&run) {
+                    return self.sink.send(Event::Error {
                         run: Some(run),
-                        message: format!("{e}"),
+                        message: format!("run {run} is already running"),
                     });
-                    self.sink.send(Event::RunFinished {
-                        run,
-                        outcome: RunOutcome::Failed,
-                        cost: Default::default(),
-                    });
-                    return;
+                }
+                if let Err(e) = config.validate() {
+                    return self.fail(run, e.to_string());
                 }
                 self.start_run(run, *config, Tree::default(), None);
             }
@@ -319,7 +296,6 @@ impl WorkerLoop {
                     return;
                 };
                 self.finished_order.retain(|r| *r != run);
-                let tree = f.tree.clone();
                 let manual = ManualBranch {
                     source: f.tree.clone(),
                     prompt_ids: f.prompt_ids.clone(),
@@ -327,43 +303,27 @@ impl WorkerLoop {
                     index,
                     token,
                 };
-                let config = f.config.clone();
                 // The run's cached sequences stay alive until the branch has reused its prefix.
-                let keep = f.seqs;
-                self.start_run(run, config, tree, Some(manual));
-                self.inherited.insert(run, keep);
+                self.start_run(run, f.config, f.tree, Some(manual));
+                self.inherited.insert(run, f.seqs);
             }
-            Command::Pause(run) => {
-                if let Some(r) = self.active.get_mut(&run) {
-                    r.paused = true;
-                    r.steps = 0;
-                }
-            }
-            Command::Resume(run) => {
-                if let Some(r) = self.active.get_mut(&run) {
-                    r.paused = false;
-                }
-            }
-            Command::Step(run) => {
-                if let Some(r) = self.active.get_mut(&run) {
-                    r.paused = true;
-                    r.steps += 1;
-                }
-            }
-            Command::Cancel(run) => {
-                if let Some(r) = self.active.get_mut(&run) {
-                    r.cancel.store(true, Ordering::Relaxed);
-                }
-            }
+            Command::Pause(run) => self.control(run, |c| c.pause()),
+            Command::Resume(run) => self.control(run, |c| c.resume()),
+            Command::Step(run) => self.control(run, |c| c.step()),
+            Command::Cancel(run) => self.control(run, |c| c.cancel()),
             Command::Forget(run) => {
                 if let Some(f) = self.finished.remove(&run) {
-                    for s in f.seqs {
-                        self.engine.release(s);
-                    }
+                    self.service.release(&f.seqs);
                 }
                 self.finished_order.retain(|r| *r != run);
             }
             Command::Shutdown => {}
+        }
+    }
+
+    fn control(&self, run: RunId, f: impl Fn(&RunControl)) {
+        if let Some(r) = self.active.get(&run) {
+            f(&r.control);
         }
     }
 
@@ -375,24 +335,20 @@ impl WorkerLoop {
         manual: Option<ManualBranch>,
     ) {
         self.make_room();
-        let cancel = Arc::new(AtomicBool::new(false));
+        let control = RunControl::new();
         let mut ctx = Ctx::new(
             run,
             config.clone(),
-            self.model.clone(),
-            self.req_tx.clone(),
+            self.service.clone(),
+            control.clone(),
             self.sink.clone(),
-            cancel.clone(),
             tree,
-            self.energy.describe(),
-            self.energy.measured(),
         );
         let sink = self.sink.clone();
-        let int_tx = self.int_tx.clone();
-        let name = if manual.is_some() {
-            "manual"
-        } else {
-            config.strategy.name()
+        let done = self.done_tx.clone();
+        let name = match &manual {
+            Some(_) => "manual",
+            None => config.strategy.name(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("thinkscope-run-{run}"))
@@ -401,10 +357,16 @@ impl WorkerLoop {
                     run,
                     strategy: name.into(),
                 });
-                let result = match &manual {
+                let result = catch_unwind(AssertUnwindSafe(|| match &manual {
                     Some(m) => m.run(&mut ctx),
                     None => config.strategy.run(&mut ctx),
-                };
+                }))
+                .unwrap_or_else(|panic| {
+                    Err(EngineError::Failed(format!(
+                        "the {name} strategy crashed: {}",
+                        panic_message(&*panic)
+                    )))
+                });
                 let outcome = match result {
                     Ok(()) => RunOutcome::Completed,
                     Err(EngineError::Cancelled) => {
@@ -415,14 +377,14 @@ impl WorkerLoop {
                         ctx.prune_running();
                         sink.send(Event::Error {
                             run: Some(run),
-                            message: format!("{e}"),
+                            message: e.to_string(),
                         });
                         RunOutcome::Failed
                     }
                 };
                 let seqs = ctx.live_sequences();
                 let (tree, prompt_ids, cost) = ctx.finish_run();
-                let _ = int_tx.send(Internal::Finished {
+                let _ = done.send(Finished {
                     run,
                     outcome,
                     cost,
@@ -437,260 +399,73 @@ impl WorkerLoop {
                 self.active.insert(
                     run,
                     ActiveRun {
-                        cancel,
-                        paused: false,
-                        steps: 0,
+                        control,
                         thread: Some(t),
                     },
                 );
             }
-            Err(e) => self.sink.send(Event::Error {
-                run: Some(run),
-                message: format!("could not start run thread: {e}"),
-            }),
+            Err(e) => self.fail(run, format!("could not start run thread: {e}")),
         }
     }
 
     /// Free cached sequences of old finished runs while the KV cache is more than half full.
     fn make_room(&mut self) {
-        let budget = self.engine_budget();
-        while self.engine.kv_used_bytes() > budget / 2 && !self.finished_order.is_empty() {
+        while !self.finished_order.is_empty() {
+            let Some(kv) = self.service.kv_usage() else {
+                return;
+            };
+            if kv.used_bytes <= kv.budget_bytes / 2 {
+                return;
+            }
             let old = self.finished_order.remove(0);
             if let Some(f) = self.finished.get_mut(&old) {
-                for s in f.seqs.drain(..) {
-                    self.engine.release(s);
-                }
+                self.service.release(&std::mem::take(&mut f.seqs));
             }
+            // Releases are served in order: the next reading sees this one's effect.
+            self.service.sync();
         }
     }
 
-    fn engine_budget(&self) -> usize {
-        crate::sequences::DEFAULT_KV_BUDGET_BYTES
-    }
-
-    fn internal(&mut self, msg: Internal) {
-        match msg {
-            Internal::Finished {
-                run,
-                outcome,
-                cost,
+    fn finished(&mut self, msg: Finished) {
+        let Finished {
+            run,
+            outcome,
+            cost,
+            tree,
+            prompt_ids,
+            config,
+            mut seqs,
+        } = msg;
+        seqs.extend(self.inherited.remove(&run).unwrap_or_default());
+        if let Some(mut r) = self.active.remove(&run) {
+            if let Some(t) = r.thread.take() {
+                let _ = t.join();
+            }
+        }
+        self.finished.insert(
+            run,
+            FinishedRun {
                 tree,
                 prompt_ids,
                 config,
-                mut seqs,
-            } => {
-                seqs.extend(self.inherited.remove(&run).unwrap_or_default());
-                if let Some(mut r) = self.active.remove(&run) {
-                    if let Some(t) = r.thread.take() {
-                        let _ = t.join();
-                    }
-                }
-                self.finished.insert(
-                    run,
-                    FinishedRun {
-                        tree,
-                        prompt_ids,
-                        config,
-                        seqs,
-                    },
-                );
-                self.finished_order.retain(|r| *r != run);
-                self.finished_order.push(run);
-                self.sink.send(Event::RunFinished { run, outcome, cost });
-            }
-        }
-    }
-
-    fn serve(&mut self, pending: Vec<Request>) {
-        let mut decodes = Vec::new();
-        for req in pending {
-            let state = self
-                .active
-                .get_mut(&req.run)
-                .map(|r| (r.cancel.load(Ordering::Relaxed), r.paused, r.steps));
-            match state {
-                Some((true, _, _)) => {
-                    let _ = req.reply.send(Err(EngineError::Cancelled));
-                }
-                Some((false, true, 0)) => self.held.push(req),
-                _ => {
-                    if matches!(req.op, Op::Decode { .. }) {
-                        decodes.push(req);
-                    } else {
-                        let is_pass = matches!(req.op, Op::Prefill { .. } | Op::Extend { .. });
-                        let run = req.run;
-                        let result = self.single(req.op);
-                        if is_pass {
-                            self.used_step(run);
-                        }
-                        let _ = req.reply.send(result);
-                    }
-                }
-            }
-        }
-        if !decodes.is_empty() {
-            self.merged_decode(decodes);
-        }
-    }
-
-    fn used_step(&mut self, run: RunId) {
-        if let Some(r) = self.active.get_mut(&run) {
-            if r.paused && r.steps > 0 {
-                r.steps -= 1;
-            }
-        }
-    }
-
-    fn single(&mut self, op: Op) -> Result<(Reply, OpCost)> {
-        let before = self.engine.counters();
-        let t = Instant::now();
-        let energy_before = self.energy.read();
-        let cfg = &self.model.config;
-        match op {
-            Op::Prefill { tokens } => {
-                let (seq, logits) = self.engine.prefill_shared(&tokens)?;
-                let d = self.engine.counters().since(&before);
-                let reused = d.tokens_reused as usize;
-                Ok((
-                    Reply::Prefilled { seq, logits },
-                    OpCost {
-                        prompt_tokens_computed: d.prompt_tokens_computed,
-                        tokens_reused: d.tokens_reused,
-                        forward_passes: d.forward_passes,
-                        flops: flops_for(cfg, reused, d.prompt_tokens_computed as usize, 1),
-                        energy_joules: self
-                            .energy
-                            .joules_since(energy_before, t.elapsed().as_secs_f64()),
-                    },
-                ))
-            }
-            Op::Extend { seq, tokens } => {
-                let start = self.engine.len(seq)?;
-                let rows = self.engine.score(seq, &tokens)?;
-                Ok((
-                    Reply::Logits(rows),
-                    OpCost {
-                        prompt_tokens_computed: tokens.len() as u64,
-                        tokens_reused: 0,
-                        forward_passes: 1,
-                        flops: flops_for(cfg, start, tokens.len(), tokens.len()),
-                        energy_joules: self
-                            .energy
-                            .joules_since(energy_before, t.elapsed().as_secs_f64()),
-                    },
-                ))
-            }
-            Op::Fork { seq, n } => {
-                let mut seqs = Vec::with_capacity(n);
-                for _ in 0..n {
-                    match self.engine.fork(seq) {
-                        Ok(s) => seqs.push(s),
-                        Err(e) => {
-                            for s in seqs {
-                                self.engine.release(s);
-                            }
-                            return Err(e);
-                        }
-                    }
-                }
-                let d = self.engine.counters().since(&before);
-                Ok((
-                    Reply::Seqs(seqs),
-                    OpCost {
-                        tokens_reused: d.tokens_reused,
-                        ..OpCost::default()
-                    },
-                ))
-            }
-            Op::Release { seqs } => {
-                for s in seqs {
-                    self.engine.release(s);
-                }
-                Ok((Reply::Done, OpCost::default()))
-            }
-            Op::Decode { .. } => Err(EngineError::InvalidParameter("decode is batched".into())),
-        }
-    }
-
-    /// All runs' decode steps in one forward pass.
-    fn merged_decode(&mut self, reqs: Vec<Request>) {
-        let mut steps = Vec::new();
-        let mut spans = Vec::new();
-        let mut positions = Vec::new();
-        for r in &reqs {
-            let Op::Decode { steps: s } = &r.op else {
-                continue;
-            };
-            spans.push((steps.len(), s.len()));
-            for &(seq, _) in s {
-                positions.push(self.engine.len(seq).unwrap_or(0));
-            }
-            steps.extend_from_slice(s);
-        }
-        let t = Instant::now();
-        let energy_before = self.energy.read();
-        let result = self.engine.decode(&steps);
-        let secs = t.elapsed().as_secs_f64();
-        let joules = self.energy.joules_since(energy_before, secs);
-        let total = steps.len().max(1) as f64;
-        match result {
-            Ok(mut rows) => {
-                // Hand each run its rows, back to front so `split_off` keeps order.
-                let mut parts: Vec<Vec<Vec<f32>>> = Vec::with_capacity(spans.len());
-                for &(start, _) in spans.iter().rev() {
-                    parts.push(rows.split_off(start));
-                }
-                parts.reverse();
-                for ((req, rows), &(start, len)) in reqs.into_iter().zip(parts).zip(&spans) {
-                    let flops: f64 = positions[start..start + len]
-                        .iter()
-                        .map(|&p| flops_for(&self.model.config, p, 1, 1))
-                        .sum();
-                    let cost = OpCost {
-                        prompt_tokens_computed: 0,
-                        tokens_reused: 0,
-                        forward_passes: 1,
-                        flops,
-                        energy_joules: joules * len as f64 / total,
-                    };
-                    self.used_step(req.run);
-                    let _ = req.reply.send(Ok((Reply::Logits(rows), cost)));
-                }
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                for req in reqs {
-                    let _ = req.reply.send(Err(EngineError::Failed(msg.clone())));
-                }
-            }
-        }
+                seqs,
+            },
+        );
+        self.finished_order.retain(|r| *r != run);
+        self.finished_order.push(run);
+        self.sink.send(Event::RunFinished { run, outcome, cost });
     }
 
     fn shutdown(&mut self) {
         for r in self.active.values() {
-            r.cancel.store(true, Ordering::Relaxed);
+            r.control.cancel();
         }
-        for req in self.held.drain(..) {
-            let _ = req.reply.send(Err(EngineError::Cancelled));
-        }
-        // Answer everything until the run threads are gone.
-        let threads: Vec<JoinHandle<()>> = self
-            .active
-            .values_mut()
-            .filter_map(|r| r.thread.take())
-            .collect();
-        for t in threads {
-            while !t.is_finished() {
-                while let Ok(req) = self.req_rx.try_recv() {
-                    let _ = req.reply.send(Err(EngineError::Cancelled));
-                }
-                std::thread::sleep(Duration::from_millis(1));
+        // Each run ends within one pass of its service; its last word is its `RunFinished`.
+        while !self.active.is_empty() {
+            match self.done_rx.recv() {
+                Ok(m) => self.finished(m),
+                Err(_) => break,
             }
-            let _ = t.join();
-        }
-        // Their last word: each run's `RunFinished`.
-        while let Ok(m) = self.int_rx.try_recv() {
-            self.internal(m);
         }
     }
 }

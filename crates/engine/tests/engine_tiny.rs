@@ -8,7 +8,7 @@ use candle_core::Device;
 use thinkscope_engine::generate::{self, PromptFormat};
 use thinkscope_engine::model::config::Arch;
 use thinkscope_engine::tiny::{rewrite_gguf, write_tiny_model, TinySpec};
-use thinkscope_engine::{Engine, EngineError, Model, SamplingParams};
+use thinkscope_engine::{Engine, EngineError, Model, SamplingParams, SeqId};
 
 fn tiny(spec: &TinySpec) -> (tempfile::TempDir, PathBuf, Arc<Model>) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -38,7 +38,7 @@ fn prompts() -> Vec<Vec<u32>> {
 fn batched_matches_single(spec: TinySpec) {
     let (_d, _p, model) = tiny(&spec);
     let mut engine = Engine::new(model.clone(), 1 << 30).expect("engine");
-    let seqs: Vec<u64> = prompts()
+    let seqs: Vec<SeqId> = prompts()
         .iter()
         .map(|p| {
             let s = engine.new_sequence();
@@ -49,7 +49,7 @@ fn batched_matches_single(spec: TinySpec) {
     // Three steps, all sequences in one forward pass each.
     let mut batched = Vec::new();
     for step in 0..3u32 {
-        let steps: Vec<(u64, u32)> = seqs
+        let steps: Vec<(SeqId, u32)> = seqs
             .iter()
             .enumerate()
             .map(|(i, &s)| (s, 50 + step * 3 + i as u32))
@@ -192,7 +192,7 @@ fn kv_memory_is_shared_and_bounded() {
         .expect("two blocks");
     assert_eq!(engine.kv_used_bytes(), 2 * block_bytes);
     // Forks share the two full blocks: no memory until they write.
-    let forks: Vec<u64> = (0..10).map(|_| engine.fork(root).expect("fork")).collect();
+    let forks: Vec<SeqId> = (0..10).map(|_| engine.fork(root).expect("fork")).collect();
     assert_eq!(engine.kv_used_bytes(), 2 * block_bytes);
     engine
         .decode(&[(forks[0], 1), (forks[1], 2)])
@@ -302,8 +302,8 @@ fn bad_token_and_context_overflow_are_errors() {
     let err = engine.decode(&[(s, 1), (s, 2)]).expect_err("duplicate");
     assert!(matches!(err, EngineError::InvalidParameter(_)), "{err}");
     assert!(matches!(
-        engine.decode(&[(12345, 1)]),
-        Err(EngineError::UnknownSequence(12345))
+        engine.decode(&[(SeqId(12345), 1)]),
+        Err(EngineError::UnknownSequence(SeqId(12345)))
     ));
     let bad = SamplingParams {
         top_p: 0.0,

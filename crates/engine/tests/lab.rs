@@ -14,7 +14,7 @@ use thinkscope_engine::lab::plot::render_svg;
 use thinkscope_engine::lab::problems::{generate, parse_jsonl, GeneratorKind, GeneratorSpec};
 use thinkscope_engine::lab::sweep::{
     read_results, run_sweep, summarize, to_csv, ProblemRecord, RunCost, RunRecord, SampleRecord,
-    SweepConfig, SweepProgress, CSV_HEADER,
+    SweepConfig, SweepEngine, SweepProgress, CSV_HEADER,
 };
 use thinkscope_engine::lab::{LabError, Problem, ProblemSet};
 use thinkscope_engine::model::sampling::Rng;
@@ -541,7 +541,14 @@ fn sweep_resumes_after_an_interruption_without_losing_finished_problems() {
     // Uninterrupted.
     let whole_path = dir.path().join("whole.jsonl");
     let never = AtomicBool::new(false);
-    let whole = run_sweep(model.clone(), &config, &whole_path, &never, &mut |_| {}).expect("sweep");
+    let whole = run_sweep(
+        &SweepEngine::local(model.clone()),
+        &config,
+        &whole_path,
+        &never,
+        &mut |_| {},
+    )
+    .expect("sweep");
     assert!(whole.completed);
     assert_eq!(whole.records.len(), 12);
     assert_eq!(read_results(&whole_path).expect("read").len(), 12);
@@ -562,18 +569,24 @@ fn sweep_resumes_after_an_interruption_without_losing_finished_problems() {
     // engine within a forward pass. (A run that finishes before the cancel lands is kept.)
     let path = dir.path().join("resumed.jsonl");
     let cancel = AtomicBool::new(false);
-    let cut = run_sweep(model.clone(), &config, &path, &cancel, &mut |p| {
-        if let SweepProgress::PairStarted {
-            problem: 1,
-            strategy,
-            ..
-        } = &p
-        {
-            if strategy == "self-consistency" {
-                cancel.store(true, Ordering::Relaxed);
+    let cut = run_sweep(
+        &SweepEngine::local(model.clone()),
+        &config,
+        &path,
+        &cancel,
+        &mut |p| {
+            if let SweepProgress::PairStarted {
+                problem: 1,
+                strategy,
+                ..
+            } = &p
+            {
+                if strategy == "self-consistency" {
+                    cancel.store(true, Ordering::Relaxed);
+                }
             }
-        }
-    })
+        },
+    )
     .expect("cancelled sweep");
     assert!(!cut.completed);
     let kept = read_results(&path).expect("read");
@@ -597,13 +610,19 @@ fn sweep_resumes_after_an_interruption_without_losing_finished_problems() {
     // Resume: the finished pairs are skipped, the rest run.
     let mut started = Vec::new();
     let mut resumed_from = None;
-    let resumed = run_sweep(model, &config, &path, &never, &mut |p| match p {
-        SweepProgress::Started { done, total, .. } => resumed_from = Some((done, total)),
-        SweepProgress::PairStarted {
-            problem, strategy, ..
-        } => started.push((problem, strategy)),
-        _ => {}
-    })
+    let resumed = run_sweep(
+        &SweepEngine::local(model),
+        &config,
+        &path,
+        &never,
+        &mut |p| match p {
+            SweepProgress::Started { done, total, .. } => resumed_from = Some((done, total)),
+            SweepProgress::PairStarted {
+                problem, strategy, ..
+            } => started.push((problem, strategy)),
+            _ => {}
+        },
+    )
     .expect("resumed sweep");
     assert!(resumed.completed);
     assert_eq!(resumed_from, Some((kept.len(), 12)));
@@ -640,11 +659,17 @@ fn sweep_resumes_after_an_interruption_without_losing_finished_problems() {
 
     // A third run finds everything done and runs nothing.
     let mut ran = 0;
-    let again = run_sweep(tiny_model(dir.path()), &config, &path, &never, &mut |p| {
-        if matches!(p, SweepProgress::PairStarted { .. }) {
-            ran += 1;
-        }
-    })
+    let again = run_sweep(
+        &SweepEngine::local(tiny_model(dir.path())),
+        &config,
+        &path,
+        &never,
+        &mut |p| {
+            if matches!(p, SweepProgress::PairStarted { .. }) {
+                ran += 1;
+            }
+        },
+    )
     .expect("nothing to do");
     assert!(again.completed);
     assert_eq!((ran, again.resumed), (0, 12));
@@ -654,11 +679,17 @@ fn sweep_resumes_after_an_interruption_without_losing_finished_problems() {
     other.max_tokens = 6;
     other.strategies = vec!["greedy".into()];
     let mut done_before = None;
-    run_sweep(tiny_model(dir.path()), &other, &path, &never, &mut |p| {
-        if let SweepProgress::Started { done, ignored, .. } = p {
-            done_before = Some((done, ignored));
-        }
-    })
+    run_sweep(
+        &SweepEngine::local(tiny_model(dir.path())),
+        &other,
+        &path,
+        &never,
+        &mut |p| {
+            if let SweepProgress::Started { done, ignored, .. } = p {
+                done_before = Some((done, ignored));
+            }
+        },
+    )
     .expect("other settings");
     assert_eq!(done_before, Some((0, 12)));
 }
@@ -700,7 +731,7 @@ fn bad_sweep_settings_are_refused() {
         let mut config = tiny_config();
         change(&mut config);
         let err = run_sweep(
-            model.clone(),
+            &SweepEngine::local(model.clone()),
             &config,
             &dir.path().join("r.jsonl"),
             &never,
@@ -728,7 +759,7 @@ fn search_strategies_run_once_per_budget_they_accept() {
     ];
     let never = AtomicBool::new(false);
     let outcome = run_sweep(
-        tiny_model(dir.path()),
+        &SweepEngine::local(tiny_model(dir.path())),
         &config,
         &dir.path().join("r.jsonl"),
         &never,
@@ -808,7 +839,7 @@ fn real_model_sweep_end_to_end() {
     };
     let never = AtomicBool::new(false);
     let outcome = run_sweep(
-        default_model(),
+        &SweepEngine::local(default_model()),
         &config,
         &dir.path().join("results.jsonl"),
         &never,

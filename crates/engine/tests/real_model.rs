@@ -8,7 +8,7 @@ use candle_core::Device;
 use serde::Deserialize;
 use thinkscope_engine::fetch;
 use thinkscope_engine::generate::{self, PromptFormat, StopReason};
-use thinkscope_engine::{Engine, EngineError, Model, SamplingParams};
+use thinkscope_engine::{Engine, EngineError, Model, SamplingParams, SeqId};
 
 #[derive(Deserialize)]
 struct Reference {
@@ -192,12 +192,12 @@ fn forked_branches_share_the_prompt() {
     let root = engine.new_sequence();
     let logits = engine.prefill(root, &prompt).expect("prefill");
     let first = thinkscope_engine::model::sampling::top_k_ids(&logits, 4);
-    let branches: Vec<u64> = (0..4).map(|_| engine.fork(root).expect("fork")).collect();
+    let branches: Vec<SeqId> = (0..4).map(|_| engine.fork(root).expect("fork")).collect();
     let c = engine.counters();
     assert_eq!(c.prompt_tokens_computed as usize, prompt.len());
     assert_eq!(c.tokens_reused as usize, 4 * prompt.len());
     // Four different continuations in one batched step, checked against recomputation.
-    let steps: Vec<(u64, u32)> = branches.iter().zip(&first).map(|(&b, &t)| (b, t)).collect();
+    let steps: Vec<(SeqId, u32)> = branches.iter().zip(&first).map(|(&b, &t)| (b, t)).collect();
     let out = engine.decode(&steps).expect("decode");
     for (k, &t) in first.iter().enumerate() {
         let mut fresh = Engine::new(model.clone(), 1 << 30).expect("engine");

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use candle_core::Device;
 use thinkscope_engine::cost::CostSnapshot;
-use thinkscope_engine::events::{Command, Event, RunOutcome};
+use thinkscope_engine::events::{RunId, RunOutcome};
 use thinkscope_engine::fetch;
-use thinkscope_engine::strategy::{BudgetForcingParams, Knobs, RunConfig, Strategy};
+use thinkscope_engine::strategy::{Knobs, RunConfig, Strategy};
 use thinkscope_engine::tree::{NodeKind, Tree};
+use thinkscope_engine::view::{run_to_end, Watch};
 use thinkscope_engine::worker::{Worker, WorkerOptions};
 use thinkscope_engine::Model;
 
@@ -27,27 +28,18 @@ fn model() -> Arc<Model> {
 
 fn run(config: RunConfig) -> (Tree, CostSnapshot) {
     let worker = Worker::spawn(model(), WorkerOptions::default(), Arc::new(|| {})).expect("worker");
-    worker
-        .send(Command::Run {
-            run: 1,
-            config: Box::new(config),
-        })
-        .expect("send");
-    let mut tree = Tree::default();
-    loop {
-        let e = worker
-            .events()
-            .recv_timeout(Duration::from_secs(600))
-            .expect("event");
-        tree.apply(&e);
-        if let Event::Error { message, .. } = &e {
-            panic!("run failed: {message}");
-        }
-        if let Event::RunFinished { outcome, cost, .. } = e {
-            assert_eq!(outcome, RunOutcome::Completed);
-            return (tree, cost);
-        }
-    }
+    let watch = Watch {
+        idle_timeout: Some(Duration::from_secs(600)),
+        ..Watch::default()
+    };
+    let view = run_to_end(&worker, RunId(1), config, watch, |_, _| {}).expect("the run ends");
+    assert_eq!(
+        view.outcome,
+        Some(RunOutcome::Completed),
+        "{}",
+        view.error_line()
+    );
+    (view.tree, view.cost)
 }
 
 fn config(name: &str, knobs: Knobs, max_tokens: usize) -> RunConfig {
@@ -83,14 +75,12 @@ fn self_consistency_votes_on_arithmetic() {
 
 #[test]
 fn budget_forcing_inserts_wait_and_keeps_its_budget() {
-    let params = BudgetForcingParams {
-        min_thinking: 200,
-        max_thinking: 260,
-        max_waits: 2,
-        ..BudgetForcingParams::default()
-    };
     let mut c = config("budget-forcing", Knobs::default(), 64);
-    c.strategy = Strategy::BudgetForcing(params);
+    c.strategy = Strategy::named("budget-forcing")
+        .and_then(|s| s.with("min_thinking", 200))
+        .and_then(|s| s.with("max_thinking", 260))
+        .and_then(|s| s.with("max_waits", 2))
+        .expect("budget forcing");
     let (tree, _) = run(c);
     let waits: Vec<_> = tree
         .nodes
@@ -150,11 +140,11 @@ fn every_multi_branch_strategy_reuses_the_prefix() {
         let mut c = config(name, knobs, 48);
         if name == "entropy-branching" {
             // A low threshold so that the run certainly branches.
-            c.strategy = Strategy::EntropyBranching(thinkscope_engine::strategy::EntropyParams {
-                threshold: 0.5,
-                branches: 2,
-                max_splits: 1,
-            });
+            c.strategy = Strategy::named("entropy-branching")
+                .and_then(|s| s.with("threshold", 0.5))
+                .and_then(|s| s.with("branches", 2))
+                .and_then(|s| s.with("max_splits", 1))
+                .expect("entropy branching");
         }
         let (tree, cost) = run(c);
         assert!(

@@ -5,11 +5,15 @@ use std::time::Duration;
 
 use candle_core::Device;
 use thinkscope_engine::cost::CostSnapshot;
-use thinkscope_engine::events::{Command, Event, RunOutcome};
-use thinkscope_engine::strategy::{Knobs, RunConfig, Strategy};
+use thinkscope_engine::events::{Event, RunId, RunOutcome};
+use thinkscope_engine::strategy::{
+    register, registry, Ctx, Knob, Knobs, LabMode, Params, Role, RunConfig, StopRule, Strategy,
+    StrategyDef,
+};
 use thinkscope_engine::tiny::{write_tiny_model, TinySpec};
 use thinkscope_engine::tree::{NodeKind, NodeStatus, Tree};
-use thinkscope_engine::worker::{Worker, WorkerOptions};
+use thinkscope_engine::view::{run_to_end, RunView, Watch};
+use thinkscope_engine::worker::{Command, Worker, WorkerOptions};
 use thinkscope_engine::{EngineError, Model};
 
 fn model() -> (tempfile::TempDir, Arc<Model>) {
@@ -38,40 +42,44 @@ struct Finished {
     cost: CostSnapshot,
 }
 
-fn collect(worker: &Worker, run: u64) -> Finished {
-    let mut tree = Tree::default();
+/// Read `run`'s events until it finishes (other runs' events are skipped).
+fn collect(worker: &Worker, run: RunId) -> Finished {
+    let mut view = RunView::new(run);
     let mut events = Vec::new();
-    loop {
+    while !view.finished() {
         let e = worker
             .events()
             .recv_timeout(Duration::from_secs(120))
             .expect("events keep coming");
-        if e.run() != Some(run) {
-            continue;
+        if view.apply(&e) {
+            events.push(e);
         }
-        tree.apply(&e);
-        events.push(e.clone());
-        if let Event::RunFinished { outcome, cost, .. } = e {
-            return Finished {
-                tree,
-                events,
-                outcome,
-                cost,
-            };
-        }
+    }
+    finished(view, events)
+}
+
+fn finished(view: RunView, events: Vec<Event>) -> Finished {
+    Finished {
+        outcome: view.outcome.expect("finished"),
+        tree: view.tree,
+        events,
+        cost: view.cost,
     }
 }
 
 fn run_one(model: &Arc<Model>, config: RunConfig) -> Finished {
     let worker =
         Worker::spawn(model.clone(), WorkerOptions::default(), Arc::new(|| {})).expect("worker");
-    worker
-        .send(Command::Run {
-            run: 1,
-            config: Box::new(config),
-        })
-        .expect("send");
-    collect(&worker, 1)
+    let mut events = Vec::new();
+    let watch = Watch {
+        idle_timeout: Some(Duration::from_secs(120)),
+        ..Watch::default()
+    };
+    let view = run_to_end(&worker, RunId(1), config, watch, |_, e| {
+        events.push(e.clone())
+    })
+    .expect("the run ends");
+    finished(view, events)
 }
 
 /// Structural checks every finished run must pass.
@@ -88,9 +96,9 @@ fn check_well_formed(f: &Finished) {
     for e in &f.events {
         match e {
             Event::NodeAdded { node, parent, .. } => {
-                assert_eq!(*node, seen, "node ids are dense and in order");
+                assert_eq!(node.index(), seen, "node ids are dense and in order");
                 assert!(
-                    parent.is_none_or(|p| p < seen),
+                    parent.is_none_or(|p| p.index() < seen),
                     "parent exists before child"
                 );
                 seen += 1;
@@ -98,7 +106,9 @@ fn check_well_formed(f: &Finished) {
             Event::TokensAppended { node, .. }
             | Event::NodeScored { node, .. }
             | Event::NodeFinished { node, .. }
-            | Event::NodePruned { node, .. } => assert!(*node < seen, "event for an existing node"),
+            | Event::NodePruned { node, .. } => {
+                assert!(node.index() < seen, "event for an existing node")
+            }
             _ => {}
         }
     }
@@ -306,7 +316,7 @@ fn cancel_mid_run_leaves_a_consistent_tree() {
     c.max_tokens = 64;
     worker
         .send(Command::Run {
-            run: 7,
+            run: RunId(7),
             config: Box::new(c),
         })
         .expect("send");
@@ -324,8 +334,8 @@ fn cancel_mid_run_leaves_a_consistent_tree() {
             break;
         }
     }
-    worker.send(Command::Cancel(7)).expect("cancel");
-    let rest = collect(&worker, 7);
+    worker.send(Command::Cancel(RunId(7))).expect("cancel");
+    let rest = collect(&worker, RunId(7));
     for e in &rest.events {
         tree.apply(e);
     }
@@ -351,7 +361,7 @@ fn pause_holds_and_step_advances() {
         Worker::spawn(model.clone(), WorkerOptions::default(), Arc::new(|| {})).expect("worker");
     worker
         .send(Command::Run {
-            run: 3,
+            run: RunId(3),
             config: Box::new(config(
                 "self-consistency",
                 Knobs {
@@ -361,7 +371,7 @@ fn pause_holds_and_step_advances() {
             )),
         })
         .expect("send");
-    worker.send(Command::Pause(3)).expect("pause");
+    worker.send(Command::Pause(RunId(3))).expect("pause");
     std::thread::sleep(Duration::from_millis(300));
     let mut tree = Tree::default();
     while let Ok(e) = worker.events().try_recv() {
@@ -373,7 +383,7 @@ fn pause_holds_and_step_advances() {
     }
     let before = tree.token_count();
     for _ in 0..3 {
-        worker.send(Command::Step(3)).expect("step");
+        worker.send(Command::Step(RunId(3))).expect("step");
     }
     std::thread::sleep(Duration::from_millis(300));
     while let Ok(e) = worker.events().try_recv() {
@@ -384,8 +394,8 @@ fn pause_holds_and_step_advances() {
         tree.apply(&e);
     }
     assert!(tree.token_count() > before, "stepping makes progress");
-    worker.send(Command::Resume(3)).expect("resume");
-    let f = collect(&worker, 3);
+    worker.send(Command::Resume(RunId(3))).expect("resume");
+    let f = collect(&worker, RunId(3));
     assert_eq!(f.outcome, RunOutcome::Completed);
 }
 
@@ -423,7 +433,7 @@ fn concurrent_runs_match_solo_runs() {
         );
         worker
             .send(Command::Run {
-                run: i as u64,
+                run: RunId(i as u64),
                 config: Box::new(c),
             })
             .expect("send");
@@ -436,7 +446,7 @@ fn concurrent_runs_match_solo_runs() {
             .recv_timeout(Duration::from_secs(120))
             .expect("event");
         let Some(run) = e.run() else { continue };
-        trees[run as usize].apply(&e);
+        trees[run.0 as usize].apply(&e);
         if matches!(e, Event::RunFinished { .. }) {
             done += 1;
         }
@@ -461,11 +471,11 @@ fn branch_by_hand_reuses_the_path() {
     );
     worker
         .send(Command::Run {
-            run: 1,
+            run: RunId(1),
             config: Box::new(c),
         })
         .expect("send");
-    let first = collect(&worker, 1);
+    let first = collect(&worker, RunId(1));
     let answer_node = first
         .tree
         .nodes
@@ -477,13 +487,13 @@ fn branch_by_hand_reuses_the_path() {
     let alt = first.tree.nodes[answer_node].tokens[2].top[1].id;
     worker
         .send(Command::BranchFrom {
-            run: 1,
+            run: RunId(1),
             node: answer_node,
             index: 2,
             token: alt,
         })
         .expect("branch");
-    let second = collect(&worker, 1);
+    let second = collect(&worker, RunId(1));
     let mut tree = first.tree.clone();
     for e in &second.events {
         tree.apply(e);
@@ -547,7 +557,7 @@ fn bad_parameters_are_rejected() {
         Worker::spawn(model.clone(), WorkerOptions::default(), Arc::new(|| {})).expect("worker");
     worker
         .send(Command::Run {
-            run: 1,
+            run: RunId(1),
             config: Box::new(c),
         })
         .expect("send");
@@ -572,11 +582,11 @@ fn bad_parameters_are_rejected() {
     assert!(saw_error);
     worker
         .send(Command::Run {
-            run: 2,
+            run: RunId(2),
             config: Box::new(config("system1", Knobs::default())),
         })
         .expect("send");
-    assert_eq!(collect(&worker, 2).outcome, RunOutcome::Completed);
+    assert_eq!(collect(&worker, RunId(2)).outcome, RunOutcome::Completed);
 }
 
 /// `RunFinished` is only sent once the worker can branch from the run: a branch requested the
@@ -586,7 +596,7 @@ fn branching_right_after_run_finished_always_finds_the_run() {
     let (_d, model) = model();
     let worker =
         Worker::spawn(model.clone(), WorkerOptions::default(), Arc::new(|| {})).expect("worker");
-    for run in 1..=20u64 {
+    for run in (1..=20u64).map(RunId) {
         let c = config(
             "best-of-n",
             Knobs {
@@ -638,4 +648,160 @@ fn branching_right_after_run_finished_always_finds_the_run() {
             }
         }
     }
+}
+
+/// A strategy that lives in this file alone: registering it is all it takes to run it through
+/// the worker, with its knob checked like any built-in one.
+struct TwoSteps;
+
+impl StrategyDef for TwoSteps {
+    fn name(&self) -> &'static str {
+        "test-two-steps"
+    }
+
+    fn title(&self) -> &'static str {
+        "Two steps (test)"
+    }
+
+    fn summary(&self) -> &'static str {
+        "Forks the prompt, writes one step in each branch, then picks the first."
+    }
+
+    fn knobs(&self) -> Vec<Knob> {
+        vec![Knob::int("forks", "Forks", "Branches to write.", 1, 4, 2).role(Role::Samples)]
+    }
+
+    fn lab_mode(&self) -> LabMode {
+        LabMode::PerBudget { knob: "forks" }
+    }
+
+    fn run(&self, ctx: &mut Ctx, p: &Params) -> thinkscope_engine::Result<()> {
+        let root = ctx.start(true, false)?;
+        let mut kids = ctx.fork(&root, p.count("forks")?, false, |i| format!("step {i}"))?;
+        ctx.generate(&mut kids, &StopRule::one_step(6))?;
+        let answers: Vec<_> = kids.iter().map(|k| ctx.finish(k)).collect();
+        ctx.choose(Some(kids[0].node), answers[0].clone(), Default::default());
+        Ok(())
+    }
+}
+
+/// A strategy that crashes after it has started writing: the run must end `Failed` with the
+/// panic's message, and the worker must go on serving other runs.
+struct Crashes;
+
+impl StrategyDef for Crashes {
+    fn name(&self) -> &'static str {
+        "test-crashes"
+    }
+
+    fn title(&self) -> &'static str {
+        "Crashes (test)"
+    }
+
+    fn summary(&self) -> &'static str {
+        "Panics in the middle of a run."
+    }
+
+    fn knobs(&self) -> Vec<Knob> {
+        Vec::new()
+    }
+
+    fn lab_mode(&self) -> LabMode {
+        LabMode::Single
+    }
+
+    fn run(&self, ctx: &mut Ctx, _p: &Params) -> thinkscope_engine::Result<()> {
+        let root = ctx.start(true, false)?;
+        let mut b = [ctx.continue_in_new_node(&root, "doomed")];
+        ctx.generate(&mut b, &StopRule::to_end(3))?;
+        let text = ctx.tree().path_text(b[0].node);
+        panic!("a bug in the strategy after {} bytes", text.len());
+    }
+}
+
+fn register_test_strategies() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        register(Arc::new(TwoSteps)).expect("register two-steps");
+        register(Arc::new(Crashes)).expect("register crashes");
+    });
+}
+
+#[test]
+fn a_strategy_defined_in_a_test_runs_end_to_end() {
+    register_test_strategies();
+    let (_d, model) = model();
+    let def = registry().get("test-two-steps").expect("registered");
+    assert_eq!(def.title(), "Two steps (test)");
+    // A second registration under the same name is refused.
+    assert!(register(Arc::new(TwoSteps)).is_err());
+    // Its knob goes through the common flags and is range-checked like a built-in one.
+    let too_many = Knobs {
+        samples: Some(9),
+        ..Knobs::default()
+    };
+    let err = Strategy::from_name("test-two-steps", &too_many).expect_err("9 > 4");
+    assert!(err.to_string().contains("forks"), "{err}");
+    let f = run_one(
+        &model,
+        config(
+            "test-two-steps",
+            Knobs {
+                samples: Some(3),
+                ..Knobs::default()
+            },
+        ),
+    );
+    check_well_formed(&f);
+    assert_eq!(f.outcome, RunOutcome::Completed);
+    let steps: Vec<_> = f.tree.nodes[0].children.clone();
+    assert_eq!(steps.len(), 3, "three forks under the prompt");
+    assert!(steps.iter().all(|&s| !f.tree.nodes[s].tokens.is_empty()));
+    assert_eq!(f.tree.chosen, Some(steps[0]));
+    assert!(f.cost.tokens_reused > 0, "forks reuse the prompt");
+}
+
+#[test]
+fn a_panicking_strategy_fails_its_run_only() {
+    register_test_strategies();
+    let (_d, model) = model();
+    let worker =
+        Worker::spawn(model.clone(), WorkerOptions::default(), Arc::new(|| {})).expect("worker");
+    let watch = || Watch {
+        idle_timeout: Some(Duration::from_secs(120)),
+        ..Watch::default()
+    };
+    let crashed = run_to_end(
+        &worker,
+        RunId(1),
+        config("test-crashes", Knobs::default()),
+        watch(),
+        |_, _| {},
+    )
+    .expect("the run ends");
+    assert_eq!(crashed.outcome, Some(RunOutcome::Failed));
+    assert!(
+        crashed.error_line().contains("a bug in the strategy"),
+        "{}",
+        crashed.error_line()
+    );
+    assert!(
+        crashed
+            .tree
+            .nodes
+            .iter()
+            .all(|n| n.status != NodeStatus::Running),
+        "nothing is left running"
+    );
+    assert!(crashed.tree.nodes.len() >= 2, "the partial tree is kept");
+    // The same worker serves the next run.
+    let next = run_to_end(
+        &worker,
+        RunId(2),
+        config("system1", Knobs::default()),
+        watch(),
+        |_, _| {},
+    )
+    .expect("the next run ends");
+    assert_eq!(next.outcome, Some(RunOutcome::Completed));
 }

@@ -45,7 +45,7 @@ pub fn layout(tree: &Tree, collapsed: &HashSet<NodeId>) -> TreeLayout {
     let mut x = vec![0f32; n];
     let mut depth = vec![0usize; n];
     let mut next_slot = 0f32;
-    let mut stack: Vec<(NodeId, bool)> = vec![(0, false)];
+    let mut stack: Vec<(NodeId, bool)> = vec![(NodeId(0), false)];
     while let Some((id, expanded)) = stack.pop() {
         let node = &tree.nodes[id];
         let open = !collapsed.contains(&id) && !node.children.is_empty();
@@ -54,7 +54,7 @@ pub fn layout(tree: &Tree, collapsed: &HashSet<NodeId>) -> TreeLayout {
             if open {
                 stack.push((id, true));
                 for &c in node.children.iter().rev() {
-                    if c < n {
+                    if c.index() < n {
                         depth[c] = depth[id] + 1;
                         out.edges.push((id, c));
                         stack.push((c, false));
@@ -94,16 +94,16 @@ pub fn layout(tree: &Tree, collapsed: &HashSet<NodeId>) -> TreeLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use thinkscope_engine::events::Event;
+    use thinkscope_engine::events::{Event, RunId};
     use thinkscope_engine::tree::NodeKind;
 
     fn tree(parents: &[Option<usize>]) -> Tree {
         let mut t = Tree::default();
         for (i, p) in parents.iter().enumerate() {
             t.apply(&Event::NodeAdded {
-                run: 0,
-                node: i,
-                parent: *p,
+                run: RunId(0),
+                node: NodeId(i),
+                parent: p.map(NodeId),
                 kind: NodeKind::Generated,
                 label: String::new(),
                 text: String::new(),
@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn collapsed_subtrees_are_hidden() {
         let t = tree(&[None, Some(0), Some(0), Some(1), Some(1), Some(2)]);
-        let l = layout(&t, &HashSet::from([1]));
+        let l = layout(&t, &HashSet::from([NodeId(1)]));
         assert!(l.pos[3].is_none() && l.pos[4].is_none());
         assert!(l.pos[1].is_some());
         assert_eq!(l.visible.len(), 4);

@@ -19,7 +19,6 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,8 +26,13 @@ use super::estimators::{best_of_k, maj_at_k, pass_at_k, SampleOutcome};
 use super::problems::{Problem, ProblemSet};
 use super::{fnv64, LabError, Result};
 use crate::cost::CostSnapshot;
-use crate::events::{Command, Event, RunId, RunOutcome};
-use crate::strategy::{Knobs, RunConfig, SelfConsistencyParams, Strategy};
+use crate::events::{Event, RunId, RunOutcome};
+use crate::strategy::{registry, KnobValue, LabMode, PoolRule, RunConfig, Strategy};
+use crate::view::{run_to_end, Watch};
+
+/// The strategy whose samples every pool strategy of a sweep judges.
+const POOL_SAMPLER: &str = "self-consistency";
+use crate::service::SequenceService;
 use crate::tree::{NodeId, NodeKind, Tree};
 use crate::worker::{Worker, WorkerOptions};
 use crate::Model;
@@ -73,27 +77,13 @@ impl Default for SweepConfig {
     }
 }
 
-/// How a strategy is swept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SweepMode {
-    /// One run; the same figure at every budget.
-    Single,
-    /// One pool of `max_n` samples; smaller budgets derived from subsets.
-    Pool,
-    /// One run per budget, with the budget as the strategy's width.
-    PerBudget,
-}
+/// How a strategy is swept: the registry's [`LabMode`].
+pub type SweepMode = LabMode;
 
 /// How `name` is swept, and its registry name.
 pub fn sweep_mode(name: &str) -> Result<(SweepMode, &'static str)> {
-    let canonical = Strategy::from_name(name, &Knobs::default())?.name();
-    let mode = match canonical {
-        "system1" | "chain-of-thought" | "budget-forcing" => SweepMode::Single,
-        "self-consistency" | "best-of-n" => SweepMode::Pool,
-        _ => SweepMode::PerBudget,
-    };
-    Ok((mode, canonical))
+    let def = registry().find(name)?;
+    Ok((def.lab_mode(), def.name()))
 }
 
 /// The budgets of a sweep: powers of two below `max_n`, then `max_n`.
@@ -115,15 +105,13 @@ pub fn budgets(max_n: usize) -> Vec<usize> {
 fn run_budgets(mode: SweepMode, canonical: &str, max_n: usize) -> Vec<usize> {
     match mode {
         SweepMode::Single => vec![1],
-        SweepMode::Pool => vec![max_n],
-        SweepMode::PerBudget => budgets(max_n)
+        SweepMode::Pool { .. } => vec![max_n],
+        SweepMode::PerBudget { knob } => budgets(max_n)
             .into_iter()
             .filter(|&n| {
-                let knobs = Knobs {
-                    samples: Some(n),
-                    ..Knobs::default()
-                };
-                Strategy::from_name(canonical, &knobs).is_ok()
+                Strategy::named(canonical)
+                    .and_then(|mut s| s.set(knob, KnobValue::Int(n as i64)))
+                    .is_ok()
             })
             .collect(),
     }
@@ -179,15 +167,18 @@ impl SweepConfig {
         seed: u64,
     ) -> Result<RunConfig> {
         let strategy = match mode {
-            SweepMode::Pool => Strategy::SelfConsistency(SelfConsistencyParams { n }),
-            SweepMode::Single => Strategy::from_name(canonical, &Knobs::default())?,
-            SweepMode::PerBudget => Strategy::from_name(
-                canonical,
-                &Knobs {
-                    samples: Some(n),
-                    ..Knobs::default()
-                },
-            )?,
+            // Every pool strategy judges the same samples: self-consistency's reasoning traces.
+            SweepMode::Pool { .. } => {
+                let mut s = Strategy::named(POOL_SAMPLER)?;
+                s.set("n", KnobValue::Int(n as i64))?;
+                s
+            }
+            SweepMode::Single => Strategy::named(canonical)?,
+            SweepMode::PerBudget { knob } => {
+                let mut s = Strategy::named(canonical)?;
+                s.set(knob, KnobValue::Int(n as i64))?;
+                s
+            }
         };
         let mut c = RunConfig::new(question, strategy);
         c.temperature = self.temperature;
@@ -431,18 +422,53 @@ fn problem_seed(seed: u64, fingerprint: &str) -> u64 {
     fnv64(&bytes)
 }
 
+/// What a sweep runs on: a fresh worker for every run, over a local model or a service.
+pub struct SweepEngine {
+    model_name: String,
+    make: Box<dyn Fn() -> crate::Result<Worker> + Send + Sync>,
+}
+
+impl SweepEngine {
+    /// Runs on a local model, each with a fresh engine: no prefix cached by an earlier run
+    /// changes what a run computes, so a resumed sweep reproduces an uninterrupted one and every
+    /// run's cost is measured cold.
+    pub fn local(model: Arc<Model>) -> Self {
+        Self {
+            model_name: model.info.name.clone(),
+            make: Box::new(move || {
+                Worker::spawn(model.clone(), WorkerOptions::default(), Arc::new(|| {}))
+            }),
+        }
+    }
+
+    /// Runs on a sequence service (a remote server, say), each with a fresh worker over it.
+    pub fn service(service: Arc<dyn SequenceService>) -> Self {
+        Self {
+            model_name: service.info().model.clone(),
+            make: Box::new(move || {
+                Worker::with_service(service.clone(), WorkerOptions::default(), Arc::new(|| {}))
+            }),
+        }
+    }
+
+    /// The model's name, part of every record's settings.
+    pub fn model_name(&self) -> &str {
+        &self.model_name
+    }
+}
+
 /// Run a sweep, appending each finished pair to `results` and skipping pairs already there.
 /// Cancelling (setting `cancel`) stops the run in progress within a forward pass and returns
 /// with `completed: false`; what was finished stays in the file.
 pub fn run_sweep(
-    model: Arc<Model>,
+    engine: &SweepEngine,
     config: &SweepConfig,
     results: &Path,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(SweepProgress),
 ) -> Result<SweepOutcome> {
     config.validate()?;
-    let settings = config.settings_key(&model.info.name);
+    let settings = config.settings_key(engine.model_name());
     let strategies: Vec<(String, SweepMode, &'static str)> = config
         .strategies
         .iter()
@@ -475,7 +501,7 @@ pub fn run_sweep(
     });
 
     let mut writer = ResultsWriter::open(results)?;
-    let mut next_run: RunId = 1;
+    let mut next_run = RunId(1);
     let mut finished = resumed;
     let mut records = Vec::with_capacity(total);
     for (index, problem) in problems.iter().enumerate() {
@@ -501,12 +527,12 @@ pub fn run_sweep(
                 strategy: label.clone(),
             });
             // Pool strategies draw the same samples: reuse another one's pool on this problem.
-            let pool = (*mode == SweepMode::Pool)
+            let pool = matches!(mode, SweepMode::Pool { .. })
                 .then(|| {
                     strategies.iter().find_map(|(_, m, c)| {
                         let k = (index, fingerprint.clone(), (*c).to_owned());
                         done.get(&k)
-                            .filter(|_| *m == SweepMode::Pool && c != canonical)
+                            .filter(|_| matches!(m, SweepMode::Pool { .. }) && c != canonical)
                     })
                 })
                 .flatten();
@@ -523,12 +549,8 @@ pub fn run_sweep(
                     let run_config =
                         config.run_config(&problem.question, *mode, canonical, n, seed)?;
                     let run = next_run;
-                    next_run += 1;
-                    // A fresh worker per run: no prefix cached by an earlier run changes what
-                    // this one computes, so a resumed sweep reproduces an uninterrupted one and
-                    // every run's cost is measured cold.
-                    let worker =
-                        Worker::spawn(model.clone(), WorkerOptions::default(), Arc::new(|| {}))?;
+                    next_run.0 += 1;
+                    let worker = (engine.make)()?;
                     let Some((tree, cost)) =
                         run_once(&worker, run, run_config, cancel, progress, label, problem)?
                     else {
@@ -581,47 +603,21 @@ fn run_once(
     label: &str,
     problem: &Problem,
 ) -> Result<Option<(Tree, CostSnapshot)>> {
-    worker.send(Command::Run {
-        run,
-        config: Box::new(config),
+    let watch = Watch {
+        cancel: Some(cancel),
+        idle_timeout: None,
+    };
+    let view = run_to_end(worker, run, config, watch, |_, event| {
+        progress(SweepProgress::Engine(Box::new(event.clone())))
     })?;
-    let mut tree = Tree::default();
-    let mut errors = Vec::new();
-    let mut cancel_sent = false;
-    loop {
-        if cancel.load(Ordering::Relaxed) && !cancel_sent {
-            worker.send(Command::Cancel(run))?;
-            cancel_sent = true;
-        }
-        let event = match worker.events().recv_timeout(Duration::from_millis(50)) {
-            Ok(e) => e,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                return Err(crate::EngineError::WorkerGone("event channel closed".into()).into())
-            }
-        };
-        if event.run() != Some(run) {
-            continue;
-        }
-        tree.apply(&event);
-        match &event {
-            Event::Error { message, .. } => errors.push(message.clone()),
-            Event::RunFinished { outcome, cost, .. } => {
-                let (outcome, cost) = (*outcome, cost.clone());
-                progress(SweepProgress::Engine(Box::new(event)));
-                return match outcome {
-                    RunOutcome::Completed => Ok(Some((tree, cost))),
-                    RunOutcome::Cancelled => Ok(None),
-                    RunOutcome::Failed => Err(LabError::RunFailed {
-                        strategy: label.to_owned(),
-                        problem: problem.id.clone(),
-                        message: errors.join("; "),
-                    }),
-                };
-            }
-            _ => {}
-        }
-        progress(SweepProgress::Engine(Box::new(event)));
+    match view.outcome {
+        Some(RunOutcome::Completed) => Ok(Some((view.tree, view.cost))),
+        Some(RunOutcome::Cancelled) | None => Ok(None),
+        Some(RunOutcome::Failed) => Err(LabError::RunFailed {
+            strategy: label.to_owned(),
+            problem: problem.id.clone(),
+            message: view.error_line(),
+        }),
     }
 }
 
@@ -666,7 +662,7 @@ fn run_record(
 ) -> RunRecord {
     let samples = match mode {
         // The root's children are the samples; each is a chain ending in its answer.
-        SweepMode::Pool => tree.root().map_or_else(Vec::new, |root| {
+        SweepMode::Pool { .. } => tree.root().map_or_else(Vec::new, |root| {
             root.children
                 .iter()
                 .map(|&c| sample(tree, chain_end(tree, c), subtree_tokens(tree, c), problem))
@@ -677,9 +673,9 @@ fn run_record(
             .map(|c| sample(tree, c, cost.generated_tokens, problem))
             .into_iter()
             .collect(),
-        SweepMode::PerBudget => tree
+        SweepMode::PerBudget { .. } => tree
             .leaves()
-            .filter(|l| l.id != 0 && l.answer.is_some())
+            .filter(|l| l.id != NodeId(0) && l.answer.is_some())
             .map(|l| sample(tree, l.id, 0, problem))
             .collect(),
     };
@@ -759,7 +755,7 @@ fn figures(record: &ProblemRecord, mode: SweepMode, n: usize, seed: u64) -> Opti
             let c = f64::from(u8::from(run.correct));
             Some(measured(run, c, c, c))
         }
-        SweepMode::PerBudget => {
+        SweepMode::PerBudget { .. } => {
             let run = record.runs.iter().find(|r| r.n == n)?;
             let outcomes: Vec<SampleOutcome> =
                 run.samples.iter().map(SampleRecord::outcome).collect();
@@ -772,7 +768,7 @@ fn figures(record: &ProblemRecord, mode: SweepMode, n: usize, seed: u64) -> Opti
                 best_of_k(&outcomes, m),
             ))
         }
-        SweepMode::Pool => {
+        SweepMode::Pool { rule } => {
             let run = record.runs.first()?;
             let outcomes: Vec<SampleOutcome> =
                 run.samples.iter().map(SampleRecord::outcome).collect();
@@ -791,10 +787,9 @@ fn figures(record: &ProblemRecord, mode: SweepMode, n: usize, seed: u64) -> Opti
             };
             let share = if total > 0.0 { tokens / total } else { 1.0 };
             Some(Figures {
-                accuracy: if record.strategy == "best-of-n" {
-                    best
-                } else {
-                    maj
+                accuracy: match rule {
+                    PoolRule::MostConfident => best,
+                    PoolRule::Majority => maj,
                 },
                 pass: pass_at_k(m, c, k),
                 maj,

@@ -1,72 +1,28 @@
-//! The strategy side of the worker protocol: branches, batched generation, tree events, costs.
+//! The strategy side of a run: branches, tree events and costs, over a [`SequenceService`].
+//!
+//! A strategy holds [`Branch`]es (a service sequence and the tree node it writes into) and asks
+//! the context to fork, generate, force text, verify and finish them. The context turns each into
+//! one service call, emits the tree events every viewer replays, and keeps the run's cost meters.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::Sender;
 
 use super::RunConfig;
 use crate::answer::extract_answer;
 use crate::cost::CostSnapshot;
 use crate::error::{EngineError, Result};
 use crate::events::{Event, RunId};
-use crate::generate::{build_chat, PromptFormat};
-use crate::model::sampling::{describe, log_softmax, Sampler, SamplingParams, TokenInfo};
+use crate::generate::PromptFormat;
+use crate::model::sampling::{Sampler, SamplingParams, TokenInfo};
 use crate::model::template::Message;
-use crate::model::Model;
-use crate::sequences::SeqId;
-use crate::tree::{NodeId, NodeKind, Scores, Tree};
-use crate::worker::{EventSink, Op, OpCost, Reply, Request};
-
-/// Why a branch stopped generating.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BranchStop {
-    /// The model ended its turn.
-    EndOfText,
-    /// A reasoning step ended (newline) or a stop text appeared.
-    StepEnd,
-    /// The per-call token limit was reached.
-    MaxTokens,
-    /// The run's token budget is spent.
-    Budget,
-    /// The context window is full.
-    ContextFull,
-    /// The next-token entropy passed the rule's threshold (before sampling).
-    HighEntropy,
-}
-
-/// When [`Ctx::generate`] stops a branch.
-#[derive(Clone, Debug)]
-pub struct StopRule {
-    /// Most tokens to add in this call.
-    pub max_tokens: usize,
-    /// Stop after a line break (one reasoning step).
-    pub step_end: bool,
-    /// Stop before sampling when the next-token entropy (nats) exceeds this.
-    pub entropy_above: Option<f32>,
-}
-
-impl StopRule {
-    /// Generate to the end of the answer (or `max_tokens`).
-    pub fn to_end(max_tokens: usize) -> Self {
-        Self {
-            max_tokens,
-            step_end: false,
-            entropy_above: None,
-        }
-    }
-
-    /// Generate one reasoning step (one line).
-    pub fn one_step(max_tokens: usize) -> Self {
-        Self {
-            max_tokens,
-            step_end: true,
-            entropy_above: None,
-        }
-    }
-}
+pub use crate::service::{BranchStop, StopRule};
+use crate::service::{
+    GenBranch, GenerateRequest, NextToken, OpCost, RunControl, SeqId, SequenceService, Served,
+    ServiceInfo,
+};
+use crate::tree::{NodeId, NodeKind, NodeStatus, Scores, Tree};
+use crate::worker::EventSink;
 
 /// A live sequence and the tree node it is writing into.
 #[derive(Clone, Debug)]
@@ -75,8 +31,8 @@ pub struct Branch {
     pub seq: SeqId,
     /// Node receiving its tokens.
     pub node: NodeId,
-    /// Logits for the next token.
-    pub logits: Vec<f32>,
+    /// The model's next-token distribution at the branch's end (entropy and top alternatives).
+    pub next: NextToken,
     /// Its sampler (seeded per branch).
     pub sampler: Sampler,
     /// Why it stopped in the last `generate` call (`None` while it can go on).
@@ -95,14 +51,13 @@ impl Branch {
     }
 }
 
-/// The strategy's handle on the engine.
+/// The strategy's handle on its run.
 pub struct Ctx {
     run: RunId,
     config: RunConfig,
-    model: Arc<Model>,
-    requests: Sender<Request>,
+    service: Arc<dyn SequenceService>,
+    control: Arc<RunControl>,
     events: EventSink,
-    cancel: Arc<AtomicBool>,
     tree: Tree,
     cost: CostSnapshot,
     started: Instant,
@@ -113,32 +68,29 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         run: RunId,
         config: RunConfig,
-        model: Arc<Model>,
-        requests: Sender<Request>,
+        service: Arc<dyn SequenceService>,
+        control: Arc<RunControl>,
         events: EventSink,
-        cancel: Arc<AtomicBool>,
         tree: Tree,
-        energy_source: String,
-        energy_measured: bool,
     ) -> Self {
         let now = Instant::now();
+        let info = service.info();
+        let cost = CostSnapshot {
+            energy_source: info.energy_source.clone(),
+            energy_measured: info.energy_measured,
+            ..CostSnapshot::default()
+        };
         Self {
             run,
             config,
-            model,
-            requests,
+            service,
+            control,
             events,
-            cancel,
             tree,
-            cost: CostSnapshot {
-                energy_source,
-                energy_measured,
-                ..CostSnapshot::default()
-            },
+            cost,
             started: now,
             last_cost_event: now,
             branches_made: 0,
@@ -152,9 +104,9 @@ impl Ctx {
         &self.config
     }
 
-    /// The model.
-    pub fn model(&self) -> &Model {
-        &self.model
+    /// The model and what its service can do.
+    pub fn info(&self) -> &ServiceInfo {
+        self.service.info()
     }
 
     /// The tree so far.
@@ -202,72 +154,42 @@ impl Ctx {
         }
     }
 
-    fn request(&mut self, op: Op) -> Result<Reply> {
-        if self.cancel.load(Ordering::Relaxed) {
-            return Err(EngineError::Cancelled);
-        }
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.requests
-            .send(Request {
-                run: self.run,
-                op,
-                reply: tx,
-            })
-            .map_err(|_| EngineError::WorkerGone("request channel closed".into()))?;
-        let (reply, cost) = rx
-            .recv()
-            .map_err(|_| EngineError::WorkerGone("no reply".into()))??;
-        self.add_cost(&cost);
+    /// Book a reply's cost and pass its value on.
+    fn served<T>(&mut self, served: Served<T>) -> T {
+        self.add_cost(&served.cost);
         self.maybe_emit_cost(false);
-        Ok(reply)
-    }
-
-    /// Prefill `tokens` into a new sequence (reusing any cached prefix) that this run holds.
-    fn prefill_ids(&mut self, tokens: Vec<u32>) -> Result<(SeqId, Vec<f32>)> {
-        match self.request(Op::Prefill { tokens })? {
-            Reply::Prefilled { seq, logits } => {
-                self.live.push(seq);
-                Ok((seq, logits))
-            }
-            _ => Err(EngineError::WorkerGone(
-                "unexpected reply to prefill".into(),
-            )),
-        }
-    }
-
-    /// One decode step for each `(sequence, token)`; the logits after each.
-    fn decode_steps(&mut self, steps: Vec<(SeqId, u32)>) -> Result<Vec<Vec<f32>>> {
-        match self.request(Op::Decode { steps })? {
-            Reply::Logits(rows) => Ok(rows),
-            _ => Err(EngineError::WorkerGone("unexpected reply to decode".into())),
-        }
-    }
-
-    /// `n` forks of `seq`, held by this run.
-    fn fork_seqs(&mut self, seq: SeqId, n: usize) -> Result<Vec<SeqId>> {
-        match self.request(Op::Fork { seq, n })? {
-            Reply::Seqs(seqs) => {
-                self.live.extend(&seqs);
-                Ok(seqs)
-            }
-            _ => Err(EngineError::WorkerGone("unexpected reply to fork".into())),
-        }
-    }
-
-    /// Append `tokens` to `seq` in one pass; the logits after each.
-    fn extend_seq(&mut self, seq: SeqId, tokens: Vec<u32>) -> Result<Vec<Vec<f32>>> {
-        match self.request(Op::Extend { seq, tokens })? {
-            Reply::Logits(rows) => Ok(rows),
-            _ => Err(EngineError::WorkerGone("unexpected reply to extend".into())),
-        }
+        served.value
     }
 
     fn add_cost(&mut self, c: &OpCost) {
         self.cost.prompt_tokens_computed += c.prompt_tokens_computed;
         self.cost.tokens_reused += c.tokens_reused;
+        self.cost.generated_tokens += c.generated_tokens;
         self.cost.forward_passes += c.forward_passes;
         self.cost.flops += c.flops;
         self.cost.energy_joules += c.energy_joules;
+    }
+
+    /// Prefill `tokens` into a new sequence (reusing any cached prefix) that this run holds.
+    fn prefill_ids(&mut self, tokens: Vec<u32>) -> Result<(SeqId, usize, NextToken)> {
+        let served = self.service.prefill(&self.control, tokens)?;
+        let p = self.served(served);
+        self.live.push(p.seq);
+        Ok((p.seq, p.len, p.next))
+    }
+
+    /// `n` forks of `seq`, held by this run.
+    fn fork_seqs(&mut self, seq: SeqId, n: usize) -> Result<Vec<SeqId>> {
+        let served = self.service.fork(&self.control, seq, n)?;
+        let seqs = self.served(served);
+        if seqs.len() != n {
+            return Err(EngineError::WorkerGone(format!(
+                "asked for {n} forks, got {}",
+                seqs.len()
+            )));
+        }
+        self.live.extend(&seqs);
+        Ok(seqs)
     }
 
     fn new_sampler(&mut self, greedy: bool) -> Result<Sampler> {
@@ -293,7 +215,7 @@ impl Ctx {
         text: &str,
         fork_at: Option<usize>,
     ) -> NodeId {
-        let node = self.tree.nodes.len();
+        let node = NodeId(self.tree.nodes.len());
         self.emit(Event::NodeAdded {
             run: self.run,
             node,
@@ -312,8 +234,8 @@ impl Ctx {
         if !reasoning {
             return q.to_owned();
         }
-        match (&self.model.template, self.config.format) {
-            (Some(_), PromptFormat::Auto) => format!(
+        match (self.info().has_chat_template, self.config.format) {
+            (true, PromptFormat::Auto) => format!(
                 "{q}\nThink step by step. End with \"The answer is\" followed by the answer."
             ),
             _ => format!("Question: {q}\nAnswer: Let's think step by step."),
@@ -323,21 +245,19 @@ impl Ctx {
     /// Prefill the prompt and create the root node. `greedy` picks the root branch's sampler.
     pub fn start(&mut self, reasoning: bool, greedy: bool) -> Result<Branch> {
         let text = self.prompt_text(reasoning);
-        let ids = build_chat(
-            &self.model,
-            &[Message::new("user", text.clone())],
-            self.config.format,
-        )?;
+        let ids = self
+            .service
+            .prompt_ids(&[Message::new("user", text.clone())], self.config.format)?;
         self.prompt_ids = ids.clone();
-        let (seq, logits) = self.prefill_ids(ids.clone())?;
+        let (seq, len, next) = self.prefill_ids(ids)?;
         let node = self.add_node(None, NodeKind::Prompt, "prompt", &text, None);
         Ok(Branch {
             seq,
             node,
-            logits,
+            next,
             sampler: self.new_sampler(greedy)?,
             stop: None,
-            len: ids.len(),
+            len,
         })
     }
 
@@ -350,24 +270,25 @@ impl Ctx {
         first: u32,
         greedy: bool,
     ) -> Result<Branch> {
-        let (seq, logits) = self.prefill_ids(ids.clone())?;
-        let (logprobs, entropy) = log_softmax(&logits);
-        let info = describe(first, &logprobs, entropy, 5, &self.model.tokenizer);
+        let (seq, _, _) = self.prefill_ids(ids)?;
         let node = self.add_node(Some(parent), NodeKind::Manual, "by hand", "", Some(fork_at));
+        let served = self
+            .service
+            .append(&self.control, vec![(seq, vec![first])])?;
+        let appended = one(self.served(served))?;
+        self.cost.generated_tokens += 1;
         self.emit(Event::TokensAppended {
             run: self.run,
             node,
-            tokens: vec![info],
+            tokens: appended.tokens,
         });
-        let mut rows = self.decode_steps(vec![(seq, first)])?;
-        self.cost.generated_tokens += 1;
         Ok(Branch {
             seq,
             node,
-            logits: rows.pop().unwrap_or_default(),
+            next: appended.next,
             sampler: self.new_sampler(greedy)?,
             stop: None,
-            len: ids.len() + 1,
+            len: appended.len,
         })
     }
 
@@ -390,7 +311,7 @@ impl Ctx {
             out.push(Branch {
                 seq,
                 node,
-                logits: from.logits.clone(),
+                next: from.next.clone(),
                 sampler: self.new_sampler(greedy)?,
                 stop: None,
                 len: from.len,
@@ -412,22 +333,27 @@ impl Ctx {
         if kids.is_empty() {
             return Ok(kids);
         }
-        let (lp, entropy) = log_softmax(&from.logits);
-        let mut steps = Vec::with_capacity(kids.len());
-        for (k, &t) in kids.iter().zip(tokens) {
-            let info = describe(t, &lp, entropy, 5, &self.model.tokenizer);
+        let items = kids
+            .iter()
+            .zip(tokens)
+            .map(|(k, &t)| (k.seq, vec![t]))
+            .collect();
+        let served = self.service.append(&self.control, items)?;
+        let appended = self.served(served);
+        if appended.len() != kids.len() {
+            return Err(EngineError::WorkerGone(
+                "an append answered for another number of sequences".into(),
+            ));
+        }
+        for (k, a) in kids.iter_mut().zip(appended) {
             self.cost.generated_tokens += 1;
             self.emit(Event::TokensAppended {
                 run: self.run,
                 node: k.node,
-                tokens: vec![info],
+                tokens: a.tokens,
             });
-            steps.push((k.seq, t));
-        }
-        let rows = self.decode_steps(steps)?;
-        for (k, logits) in kids.iter_mut().zip(rows) {
-            k.logits = logits;
-            k.len += 1;
+            k.next = a.next;
+            k.len = a.len;
         }
         Ok(kids)
     }
@@ -435,72 +361,54 @@ impl Ctx {
     /// Generate on all `branches` in lockstep, one batched forward pass per step, until each
     /// stops by `rule`, the model's end token, the budget or the context.
     pub fn generate(&mut self, branches: &mut [Branch], rule: &StopRule) -> Result<()> {
-        let context = self.model.config.context_length;
-        let stop_ids = self.model.tokenizer.stop_ids.clone();
-        let mut added = vec![0usize; branches.len()];
-        for b in branches.iter_mut() {
-            if !b.ended() {
-                b.stop = None;
+        let mut active = Vec::new();
+        let mut request = Vec::new();
+        for (i, b) in branches.iter_mut().enumerate() {
+            if b.ended() {
+                continue;
             }
+            b.stop = None;
+            active.push(i);
+            request.push(GenBranch {
+                seq: b.seq,
+                sampler: b.sampler.clone(),
+                prior_text: self.tree.nodes[b.node].text.clone(),
+            });
         }
-        loop {
-            let mut steps = Vec::new();
-            let mut stepping = Vec::new();
-            for (i, b) in branches.iter_mut().enumerate() {
-                if b.stop.is_some() {
-                    continue;
-                }
-                if self
-                    .config
-                    .budget_tokens
-                    .is_some_and(|t| self.cost.generated_tokens as usize >= t)
-                {
-                    b.stop = Some(BranchStop::Budget);
-                    continue;
-                }
-                if let Some(limit) = rule.entropy_above {
-                    if added[i] > 0 && log_softmax(&b.logits).1 > limit {
-                        b.stop = Some(BranchStop::HighEntropy);
-                        continue;
-                    }
-                }
-                let info = b.sampler.sample(&b.logits, &self.model.tokenizer);
-                self.cost.generated_tokens += 1;
-                if stop_ids.contains(&info.id) {
-                    b.stop = Some(BranchStop::EndOfText);
-                    continue;
-                }
-                let id = info.id;
-                let newline = info.text.contains('\n');
-                let node = b.node;
-                self.emit(Event::TokensAppended {
-                    run: self.run,
+        if request.is_empty() {
+            return Ok(());
+        }
+        let request = GenerateRequest {
+            branches: request,
+            rule: rule.clone(),
+            budget: self.budget_left(),
+        };
+        let nodes: Vec<NodeId> = active.iter().map(|&i| branches[i].node).collect();
+        let (run, events, tree) = (self.run, &self.events, &mut self.tree);
+        let mut on_token = |i: usize, token: TokenInfo| {
+            if let Some(&node) = nodes.get(i) {
+                let event = Event::TokensAppended {
+                    run,
                     node,
-                    tokens: vec![info],
-                });
-                added[i] += 1;
-                let node_has_text = self.tree.nodes[node].text.trim().len() > 1;
-                if b.len + 1 >= context {
-                    b.stop = Some(BranchStop::ContextFull);
-                    continue;
-                }
-                if rule.step_end && newline && node_has_text {
-                    b.stop = Some(BranchStop::StepEnd);
-                } else if added[i] >= rule.max_tokens {
-                    b.stop = Some(BranchStop::MaxTokens);
-                }
-                // Feed the token even when the branch stops here, so it can be continued later.
-                steps.push((b.seq, id));
-                stepping.push(i);
+                    tokens: vec![token],
+                };
+                tree.apply(&event);
+                events.send(event);
             }
-            if steps.is_empty() {
-                break;
-            }
-            let rows = self.decode_steps(steps)?;
-            for (i, logits) in stepping.into_iter().zip(rows) {
-                branches[i].logits = logits;
-                branches[i].len += 1;
-            }
+        };
+        let result = self.service.generate(&self.control, request, &mut on_token);
+        let outcomes = self.served(result)?;
+        if outcomes.len() != active.len() {
+            return Err(EngineError::WorkerGone(
+                "a generation answered for another number of branches".into(),
+            ));
+        }
+        for (i, o) in active.into_iter().zip(outcomes) {
+            let b = &mut branches[i];
+            b.stop = Some(o.stop);
+            b.len = o.len;
+            b.sampler = o.sampler;
+            b.next = o.next;
         }
         self.maybe_emit_cost(false);
         Ok(())
@@ -509,19 +417,13 @@ impl Ctx {
     /// Insert `text` after `from` in a new forced node (e.g. "Wait"), computing it in one pass.
     /// The new node's tokens carry the model's log-probabilities for the inserted text.
     pub fn force(&mut self, from: &Branch, text: &str, label: &str) -> Result<Branch> {
-        let ids = self.model.tokenizer.encode(text)?;
-        let seq = self
-            .fork_seqs(from.seq, 1)?
-            .first()
-            .copied()
-            .ok_or_else(|| {
-                EngineError::WorkerGone("a fork of one sequence returned none".into())
-            })?;
+        let ids = self.service.encode(text)?;
+        let seq = one(self.fork_seqs(from.seq, 1)?)?;
         let node = self.add_node(Some(from.node), NodeKind::Forced, label, "", None);
         let mut branch = Branch {
             seq,
             node,
-            logits: from.logits.clone(),
+            next: from.next.clone(),
             sampler: from.sampler.clone(),
             stop: None,
             len: from.len,
@@ -529,20 +431,14 @@ impl Ctx {
         if ids.is_empty() {
             return Ok(branch);
         }
-        let rows = self.extend_seq(seq, ids.clone())?;
-        let mut tokens = Vec::with_capacity(ids.len());
-        let mut before = &from.logits;
-        for (k, &id) in ids.iter().enumerate() {
-            let (lp, entropy) = log_softmax(before);
-            tokens.push(describe(id, &lp, entropy, 5, &self.model.tokenizer));
-            before = &rows[k];
-        }
-        branch.logits = rows.last().cloned().unwrap_or_default();
-        branch.len += ids.len();
+        let served = self.service.append(&self.control, vec![(seq, ids)])?;
+        let appended = one(self.served(served))?;
+        branch.next = appended.next;
+        branch.len = appended.len;
         self.emit(Event::TokensAppended {
             run: self.run,
             node,
-            tokens,
+            tokens: appended.tokens,
         });
         self.emit(Event::NodeFinished {
             run: self.run,
@@ -628,40 +524,63 @@ impl Ctx {
     /// Free a branch's sequence (its shared prefix stays with the others).
     pub fn release(&mut self, b: &Branch) {
         self.live.retain(|s| *s != b.seq);
-        // Releasing cannot meaningfully fail; a cancelled run frees everything at its end anyway.
-        let _ = self.request(Op::Release { seqs: vec![b.seq] });
+        self.service.release(&[b.seq]);
     }
 
     /// Ask the model whether the answer on `b`'s path is correct; returns P(yes) / (P(yes) + P(no))
     /// and records the question as an evaluation node.
     pub fn verify(&mut self, b: &Branch) -> Result<f32> {
         let question = "Is the answer above correct? Reply with yes or no.";
-        let suffix = match (&self.model.template, self.config.format) {
-            (Some(t), PromptFormat::Auto) => {
+        let suffix = match self.config.format {
+            PromptFormat::Auto => {
                 let user = Message::new("user", self.prompt_text(true));
                 let answer = Message::new("assistant", self.tree.path_text(b.node));
-                let before = t.render(std::slice::from_ref(&user))? + &answer.content;
-                let after = t.render(&[user, answer, Message::new("user", question)])?;
-                after.strip_prefix(&before).map(str::to_owned)
+                let follow_up = [user.clone(), answer.clone(), Message::new("user", question)];
+                match (
+                    self.service.render_chat(std::slice::from_ref(&user)),
+                    self.service.render_chat(&follow_up),
+                ) {
+                    (Some(before), Some(after)) => {
+                        let before = before? + &answer.content;
+                        after?.strip_prefix(&before).map(str::to_owned)
+                    }
+                    _ => None,
+                }
             }
-            _ => None,
+            PromptFormat::Raw => None,
         }
         .unwrap_or_else(|| format!("\n\nQuestion: {question}\nReply:"));
         let eval = self.force(b, &suffix, "verify")?;
-        let (lp, _) = log_softmax(&eval.logits);
-        let prob = |words: &[&str]| -> f32 {
-            let mut ids: Vec<u32> = words
+        let mut ids: Vec<u32> = Vec::new();
+        let mut yes_ids = 0;
+        for (k, words) in [
+            &["yes", "Yes", " yes", " Yes", "YES"][..],
+            &["no", "No", " no", " No", "NO"][..],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut group: Vec<u32> = words
                 .iter()
-                .filter_map(|w| self.model.tokenizer.encode(w).ok()?.first().copied())
+                .filter_map(|w| self.service.encode(w).ok()?.first().copied())
                 .collect();
-            ids.sort_unstable();
-            ids.dedup();
-            ids.iter()
-                .map(|&i| lp.get(i as usize).map_or(0.0, |l| l.exp()))
+            group.sort_unstable();
+            group.dedup();
+            if k == 0 {
+                yes_ids = group.len();
+            }
+            ids.extend(group);
+        }
+        let served = self.service.next_logprobs(&self.control, eval.seq, &ids)?;
+        let lps = self.served(served);
+        let prob = |range: std::ops::Range<usize>| -> f32 {
+            lps.get(range)
+                .unwrap_or_default()
+                .iter()
+                .map(|l| l.map_or(0.0, f32::exp))
                 .sum()
         };
-        let yes = prob(&["yes", "Yes", " yes", " Yes", "YES"]);
-        let no = prob(&["no", "No", " no", " No", "NO"]);
+        let (yes, no) = (prob(0..yes_ids), prob(yes_ids..ids.len()));
         let value = if yes + no > 0.0 {
             yes / (yes + no)
         } else {
@@ -693,7 +612,7 @@ impl Ctx {
             .tree
             .nodes
             .iter()
-            .filter(|n| n.status == crate::tree::NodeStatus::Running && n.kind != NodeKind::Prompt)
+            .filter(|n| n.status == NodeStatus::Running && n.kind != NodeKind::Prompt)
             .map(|n| n.id)
             .collect();
         for node in running {
@@ -704,5 +623,15 @@ impl Ctx {
     /// Token info for inserted text (used by tests and manual branching).
     pub fn tokens_of(&self, infos: &[TokenInfo]) -> Vec<u32> {
         infos.iter().map(|t| t.id).collect()
+    }
+}
+
+/// The single reply of a one-item request.
+fn one<T>(mut items: Vec<T>) -> Result<T> {
+    match (items.pop(), items.is_empty()) {
+        (Some(item), true) => Ok(item),
+        _ => Err(EngineError::WorkerGone(
+            "a one-item request got another number of replies".into(),
+        )),
     }
 }

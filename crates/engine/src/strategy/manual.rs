@@ -23,7 +23,7 @@ impl ManualBranch {
     /// Generate the new branch into the run's tree.
     pub fn run(&self, ctx: &mut Ctx) -> Result<()> {
         let bad = |m: String| Err(EngineError::InvalidParameter(m));
-        let Some(node) = self.source.nodes.get(self.node) else {
+        let Some(node) = self.source.node(self.node) else {
             return bad(format!("node {} does not exist", self.node));
         };
         if node.kind == NodeKind::Prompt {
@@ -37,7 +37,7 @@ impl ManualBranch {
                 self.index
             ));
         }
-        let vocab = ctx.model().config.vocab;
+        let vocab = ctx.info().vocab;
         if self.token as usize >= vocab {
             return bad(format!(
                 "token {} is outside the vocabulary of {vocab}",

@@ -1,6 +1,7 @@
 //! Test-time-compute strategies. Each is plain sequential code against a [`Ctx`], which turns
-//! its requests into engine work (batched with every other run's), keeps the tree and the cost
-//! meters, and emits the events every viewer replays.
+//! its requests into service calls (batched with every other run's), keeps the tree and the cost
+//! meters, and emits the events every viewer replays. Each strategy file also describes itself —
+//! knobs, summary, lab mode — for the [`registry`].
 
 mod beam;
 mod best_of_n;
@@ -10,27 +11,38 @@ mod ctx;
 mod entropy_branching;
 mod manual;
 mod mcts;
+pub mod registry;
 mod self_consistency;
 mod system1;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
-pub use self::beam::BeamParams;
-pub use self::best_of_n::BestOfNParams;
-pub use self::budget_forcing::BudgetForcingParams;
-pub use self::chain_of_thought::CotParams;
 pub use self::ctx::{Branch, BranchStop, Ctx, StopRule};
-pub use self::entropy_branching::EntropyParams;
 pub use self::manual::ManualBranch;
-pub use self::mcts::MctsParams;
-pub use self::self_consistency::SelfConsistencyParams;
-pub use self::system1::System1Params;
+pub use self::registry::{
+    register, registry, Knob, KnobKind, KnobValue, LabMode, Params, PoolRule, Role, StrategyDef,
+};
 use crate::error::{EngineError, Result};
 use crate::generate::PromptFormat;
 
+/// The built-in strategies, in menu order: the registry's starting content.
+fn builtin() -> Vec<Arc<dyn StrategyDef>> {
+    vec![
+        Arc::new(system1::System1),
+        Arc::new(chain_of_thought::ChainOfThought),
+        Arc::new(best_of_n::BestOfN),
+        Arc::new(self_consistency::SelfConsistency),
+        Arc::new(beam::Beam),
+        Arc::new(mcts::Mcts),
+        Arc::new(budget_forcing::BudgetForcing),
+        Arc::new(entropy_branching::EntropyBranching),
+    ]
+}
+
 /// How candidate answers are scored.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Scorer {
     /// Mean token log-probability of the candidate's path.
     #[default]
@@ -41,29 +53,22 @@ pub enum Scorer {
     Exact,
 }
 
-/// A strategy and its parameters.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "kebab-case")]
-pub enum Strategy {
-    /// Greedy answer, no reasoning prompt.
-    System1(System1Params),
-    /// One sampled reasoning trace, then the answer.
-    ChainOfThought(CotParams),
-    /// N samples, pick the best by a scorer.
-    BestOfN(BestOfNParams),
-    /// N reasoning samples, majority vote.
-    SelfConsistency(SelfConsistencyParams),
-    /// Beam search over reasoning steps.
-    Beam(BeamParams),
-    /// Tree of thoughts searched with MCTS.
-    Mcts(MctsParams),
-    /// Hold back the end of thinking and append "Wait".
-    BudgetForcing(BudgetForcingParams),
-    /// Greedy decoding that branches where entropy is high.
-    EntropyBranching(EntropyParams),
+impl Scorer {
+    /// The scorer a choice knob names.
+    pub fn from_knob(name: &str) -> Result<Self> {
+        match name {
+            "mean-logprob" => Ok(Self::MeanLogprob),
+            "self-verify" => Ok(Self::SelfVerify),
+            "exact" => Ok(Self::Exact),
+            other => Err(EngineError::InvalidParameter(format!(
+                "unknown scorer '{other}' (mean-logprob, self-verify, exact)"
+            ))),
+        }
+    }
 }
 
-/// Knobs shared by the UI sliders and CLI flags, mapped onto each strategy's own parameters.
+/// Values for the common knobs (see [`Role`]), mapped onto whichever knobs of a strategy play
+/// those roles.
 #[derive(Clone, Debug, Default)]
 pub struct Knobs {
     /// Samples, beam width or branching factor.
@@ -74,199 +79,180 @@ pub struct Knobs {
     pub thinking: Option<usize>,
 }
 
-/// Description of a strategy parameter, for `strategies` listings and tooltips.
-#[derive(Clone, Debug, Serialize)]
-pub struct ParamInfo {
-    /// Field name.
-    pub name: &'static str,
-    /// One sentence.
-    pub help: &'static str,
-    /// Default value as JSON.
-    pub default: serde_json::Value,
+impl Knobs {
+    fn get(&self, role: Role) -> Option<usize> {
+        match role {
+            Role::Samples => self.samples,
+            Role::Depth => self.depth,
+            Role::Thinking => self.thinking,
+        }
+    }
 }
 
-/// A registered strategy.
-#[derive(Clone, Debug, Serialize)]
-pub struct StrategyInfo {
-    /// Name used on the command line.
-    pub name: &'static str,
-    /// Title for the UI.
-    pub title: &'static str,
-    /// One paragraph.
-    pub description: &'static str,
-    /// Whether it uses a reasoning prompt (System 2).
-    pub reasoning: bool,
-    /// Its parameters.
-    pub params: Vec<ParamInfo>,
+/// A strategy and its parameters: what a run config, a session file and the lab name.
+///
+/// In files it is an object with `name` and the knob values beside it
+/// (`{"name": "beam", "width": 2, ...}`); knobs a file leaves out take their defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Strategy {
+    name: &'static str,
+    params: Params,
 }
 
-fn params_of<T: Serialize + Default>(help: &[(&'static str, &'static str)]) -> Vec<ParamInfo> {
-    let value = serde_json::to_value(T::default()).unwrap_or_default();
-    help.iter()
-        .map(|(name, h)| ParamInfo {
-            name,
-            help: h,
-            default: value.get(*name).cloned().unwrap_or_default(),
-        })
-        .collect()
+impl Serialize for Strategy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        RawStrategy::from(self.clone()).serialize(s)
+    }
 }
 
-/// Every strategy, in menu order.
-pub fn registry() -> Vec<StrategyInfo> {
-    vec![
-        StrategyInfo {
-            name: "system1",
-            title: "System 1 (greedy)",
-            description: "Answer at once, greedily, with no reasoning prompt: the fast, intuitive baseline.",
-            reasoning: false,
-            params: params_of::<System1Params>(system1::HELP),
-        },
-        StrategyInfo {
-            name: "chain-of-thought",
-            title: "Chain of thought",
-            description: "One sampled reasoning trace (\"think step by step\"), then the answer.",
-            reasoning: true,
-            params: params_of::<CotParams>(chain_of_thought::HELP),
-        },
-        StrategyInfo {
-            name: "best-of-n",
-            title: "Best of N",
-            description: "Sample N answers from the same prompt and keep the one a scorer likes best.",
-            reasoning: true,
-            params: params_of::<BestOfNParams>(best_of_n::HELP),
-        },
-        StrategyInfo {
-            name: "self-consistency",
-            title: "Self-consistency",
-            description: "Sample N reasoning traces, extract each answer, and take the majority vote.",
-            reasoning: true,
-            params: params_of::<SelfConsistencyParams>(self_consistency::HELP),
-        },
-        StrategyInfo {
-            name: "beam",
-            title: "Beam search over steps",
-            description: "Grow reasoning one line at a time, keeping the best `width` partial solutions at each step.",
-            reasoning: true,
-            params: params_of::<BeamParams>(beam::HELP),
-        },
-        StrategyInfo {
-            name: "mcts",
-            title: "Tree of thoughts (MCTS)",
-            description: "Monte Carlo tree search over reasoning steps: select by UCT, expand, roll out to an answer, back the value up.",
-            reasoning: true,
-            params: params_of::<MctsParams>(mcts::HELP),
-        },
-        StrategyInfo {
-            name: "budget-forcing",
-            title: "Budget forcing (\"Wait\")",
-            description: "s1-style: when the model stops thinking too early, append \"Wait\" and let it go on; stop it at the budget.",
-            reasoning: true,
-            params: params_of::<BudgetForcingParams>(budget_forcing::HELP),
-        },
-        StrategyInfo {
-            name: "entropy-branching",
-            title: "Entropy-triggered branching",
-            description: "Decode greedily and branch only where the model is unsure (next-token entropy above a threshold).",
-            reasoning: true,
-            params: params_of::<EntropyParams>(entropy_branching::HELP),
-        },
-    ]
+impl<'de> Deserialize<'de> for Strategy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let raw = RawStrategy::deserialize(d)?;
+        Strategy::try_from(raw).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct RawStrategy {
+    name: String,
+    #[serde(flatten)]
+    params: Params,
+}
+
+impl TryFrom<RawStrategy> for Strategy {
+    type Error = EngineError;
+
+    fn try_from(raw: RawStrategy) -> Result<Self> {
+        let mut s = Strategy::named(&raw.name)?;
+        for (key, value) in raw.params.0 {
+            s.set(&key, value)?;
+        }
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+impl From<Strategy> for RawStrategy {
+    fn from(s: Strategy) -> Self {
+        RawStrategy {
+            name: s.name.to_owned(),
+            params: s.params,
+        }
+    }
 }
 
 impl Strategy {
-    /// The strategy called `name` with default parameters adjusted by `knobs`.
+    /// The strategy called `name` (or an alias) with its default knobs.
+    pub fn named(name: &str) -> Result<Self> {
+        let def = registry().find(name)?;
+        let params = Params(
+            def.knobs()
+                .iter()
+                .map(|k| (k.key.to_owned(), k.default_value()))
+                .collect(),
+        );
+        Ok(Self {
+            name: def.name(),
+            params,
+        })
+    }
+
+    /// The strategy called `name` with default knobs adjusted by the common `knobs`.
     pub fn from_name(name: &str, knobs: &Knobs) -> Result<Self> {
-        let s = match name {
-            "system1" | "greedy" => Self::System1(System1Params::default()),
-            "chain-of-thought" | "cot" => Self::ChainOfThought(CotParams::default()),
-            "best-of-n" => {
-                let mut p = BestOfNParams::default();
-                p.n = knobs.samples.unwrap_or(p.n);
-                Self::BestOfN(p)
-            }
-            "self-consistency" => {
-                let mut p = SelfConsistencyParams::default();
-                p.n = knobs.samples.unwrap_or(p.n);
-                Self::SelfConsistency(p)
-            }
-            "beam" => {
-                let mut p = BeamParams::default();
-                p.width = knobs.samples.unwrap_or(p.width);
-                p.depth = knobs.depth.unwrap_or(p.depth);
-                Self::Beam(p)
-            }
-            "mcts" | "tree-of-thoughts" => {
-                let mut p = MctsParams::default();
-                p.children = knobs.samples.unwrap_or(p.children);
-                p.iterations = knobs.depth.unwrap_or(p.iterations);
-                Self::Mcts(p)
-            }
-            "budget-forcing" => {
-                let mut p = BudgetForcingParams::default();
-                p.max_waits = knobs.depth.unwrap_or(p.max_waits);
-                if let Some(t) = knobs.thinking {
-                    p.min_thinking = t / 2;
-                    p.max_thinking = t;
-                }
-                Self::BudgetForcing(p)
-            }
-            "entropy-branching" => {
-                let mut p = EntropyParams::default();
-                p.branches = knobs.samples.unwrap_or(p.branches);
-                p.max_splits = knobs.depth.unwrap_or(p.max_splits);
-                Self::EntropyBranching(p)
-            }
-            other => {
-                let names: Vec<&str> = registry().iter().map(|s| s.name).collect();
-                return Err(EngineError::InvalidParameter(format!(
-                    "unknown strategy '{other}' (known: {})",
-                    names.join(", ")
-                )));
-            }
-        };
+        let mut s = Self::named(name)?;
+        s.apply_roles(knobs)?;
         s.validate()?;
         Ok(s)
     }
 
-    /// The registry name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::System1(_) => "system1",
-            Self::ChainOfThought(_) => "chain-of-thought",
-            Self::BestOfN(_) => "best-of-n",
-            Self::SelfConsistency(_) => "self-consistency",
-            Self::Beam(_) => "beam",
-            Self::Mcts(_) => "mcts",
-            Self::BudgetForcing(_) => "budget-forcing",
-            Self::EntropyBranching(_) => "entropy-branching",
+    /// Set the knobs playing the common roles.
+    pub fn apply_roles(&mut self, knobs: &Knobs) -> Result<()> {
+        let def = self.def()?;
+        for role in [Role::Samples, Role::Depth, Role::Thinking] {
+            if let Some(v) = knobs.get(role) {
+                for (key, value) in def.for_role(role, v) {
+                    self.set(key, value)?;
+                }
+            }
         }
+        Ok(())
     }
 
-    /// Reject parameters that make no sense.
+    /// Set one knob, checked against its range.
+    pub fn set(&mut self, key: &str, value: KnobValue) -> Result<()> {
+        let def = self.def()?;
+        let knobs = def.knobs();
+        let Some(knob) = knobs.iter().find(|k| k.key == key) else {
+            let keys: Vec<&str> = knobs.iter().map(|k| k.key).collect();
+            return Err(EngineError::InvalidParameter(format!(
+                "{} has no parameter '{key}' (it has: {})",
+                self.name,
+                if keys.is_empty() {
+                    "none".to_owned()
+                } else {
+                    keys.join(", ")
+                }
+            )));
+        };
+        let value = knob.check(&value)?;
+        self.params.0.insert(key.to_owned(), value);
+        Ok(())
+    }
+
+    /// The same strategy with one knob set (checked): `Strategy::named("beam")?.with("width", 3)?`.
+    pub fn with(mut self, key: &str, value: impl Into<KnobValue>) -> Result<Self> {
+        self.set(key, value.into())?;
+        Ok(self)
+    }
+
+    /// Set one knob from text (`--set width=3`).
+    pub fn set_text(&mut self, key: &str, text: &str) -> Result<()> {
+        let def = self.def()?;
+        let knobs = def.knobs();
+        let knob = knobs.iter().find(|k| k.key == key).ok_or_else(|| {
+            EngineError::InvalidParameter(format!("{} has no parameter '{key}'", self.name))
+        })?;
+        let value = knob.parse(text)?;
+        self.set(key, value)
+    }
+
+    /// The registry name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The knob values.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The registry's description of this strategy.
+    pub fn def(&self) -> Result<Arc<dyn StrategyDef>> {
+        registry().find(self.name)
+    }
+
+    /// Reject parameters that make no sense, naming them.
     pub fn validate(&self) -> Result<()> {
-        match self {
-            Self::System1(_) | Self::ChainOfThought(_) => Ok(()),
-            Self::BestOfN(p) => p.validate(),
-            Self::SelfConsistency(p) => p.validate(),
-            Self::Beam(p) => p.validate(),
-            Self::Mcts(p) => p.validate(),
-            Self::BudgetForcing(p) => p.validate(),
-            Self::EntropyBranching(p) => p.validate(),
+        let def = self.def()?;
+        for k in def.knobs() {
+            match self.params.0.get(k.key) {
+                Some(v) => {
+                    k.check(v)?;
+                }
+                None => {
+                    return Err(EngineError::InvalidParameter(format!(
+                        "{} lacks parameter '{}'",
+                        self.name, k.key
+                    )))
+                }
+            }
         }
+        def.check(&self.params)
     }
 
     /// Run the strategy to completion (or cancellation) on `ctx`.
     pub fn run(&self, ctx: &mut Ctx) -> Result<()> {
-        match self {
-            Self::System1(p) => system1::run(ctx, p),
-            Self::ChainOfThought(p) => chain_of_thought::run(ctx, p),
-            Self::BestOfN(p) => best_of_n::run(ctx, p),
-            Self::SelfConsistency(p) => self_consistency::run(ctx, p),
-            Self::Beam(p) => beam::run(ctx, p),
-            Self::Mcts(p) => mcts::run(ctx, p),
-            Self::BudgetForcing(p) => budget_forcing::run(ctx, p),
-            Self::EntropyBranching(p) => entropy_branching::run(ctx, p),
-        }
+        self.def()?.run(ctx, &self.params)
     }
 }
 
@@ -344,15 +330,6 @@ impl RunConfig {
         }
         self.strategy.validate()
     }
-}
-
-pub(crate) fn check_range(name: &str, v: usize, lo: usize, hi: usize) -> Result<()> {
-    if v < lo || v > hi {
-        return Err(EngineError::InvalidParameter(format!(
-            "{name} = {v} is outside [{lo}, {hi}]"
-        )));
-    }
-    Ok(())
 }
 
 /// Whether a reasoning text already states its answer explicitly.

@@ -2,64 +2,76 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
-use super::{check_range, conclude, Ctx, StopRule};
+use super::{conclude, Ctx, Knob, LabMode, Params, PoolRule, Role, StopRule, StrategyDef};
 use crate::answer::normalize;
 use crate::error::Result;
+use crate::tree::NodeId;
 
-/// Self-consistency parameters.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SelfConsistencyParams {
-    /// Number of reasoning samples.
-    pub n: usize,
-}
+/// N reasoning samples, majority vote.
+pub(super) struct SelfConsistency;
 
-impl Default for SelfConsistencyParams {
-    fn default() -> Self {
-        Self { n: 5 }
+impl StrategyDef for SelfConsistency {
+    fn name(&self) -> &'static str {
+        "self-consistency"
     }
-}
 
-impl SelfConsistencyParams {
-    pub(super) fn validate(&self) -> Result<()> {
-        check_range("samples", self.n, 1, 64)
+    fn title(&self) -> &'static str {
+        "Self-consistency"
     }
-}
 
-pub(super) const HELP: &[(&str, &str)] =
-    &[("n", "How many reasoning traces to sample and vote over.")];
+    fn summary(&self) -> &'static str {
+        "Sample N reasoning traces, extract each answer, and take the majority vote."
+    }
 
-pub(super) fn run(ctx: &mut Ctx, p: &SelfConsistencyParams) -> Result<()> {
-    let root = ctx.start(true, false)?;
-    let mut samples = ctx.fork(&root, p.n, false, |i| format!("sample {}", i + 1))?;
-    let max = ctx.config().max_tokens;
-    ctx.generate(&mut samples, &StopRule::to_end(max))?;
-    let mut leaves = Vec::new();
-    for b in samples {
-        let (last, answer) = conclude(ctx, b)?;
-        leaves.push((last.node, answer));
+    fn knobs(&self) -> Vec<Knob> {
+        vec![Knob::int(
+            "n",
+            "Samples",
+            "How many reasoning traces to sample and vote over.",
+            1,
+            64,
+            5,
+        )
+        .role(Role::Samples)]
     }
-    let (tally, winner) = vote(ctx, &leaves);
-    for (node, answer) in &leaves {
-        let mut scores = ctx.tree().nodes[*node].scores.clone();
-        scores.votes = answer
-            .as_ref()
-            .map(|a| tally.get(&normalize(a)).copied().unwrap_or(0));
-        ctx.set_scores(*node, scores);
+
+    fn lab_mode(&self) -> LabMode {
+        LabMode::Pool {
+            rule: PoolRule::Majority,
+        }
     }
-    let (node, answer) = winner.unzip();
-    ctx.choose(node, answer, tally);
-    Ok(())
+
+    fn run(&self, ctx: &mut Ctx, p: &Params) -> Result<()> {
+        let n = p.count("n")?;
+        let root = ctx.start(true, false)?;
+        let mut samples = ctx.fork(&root, n, false, |i| format!("sample {}", i + 1))?;
+        let max = ctx.config().max_tokens;
+        ctx.generate(&mut samples, &StopRule::to_end(max))?;
+        let mut leaves = Vec::new();
+        for b in samples {
+            let (last, answer) = conclude(ctx, b)?;
+            leaves.push((last.node, answer));
+        }
+        let (tally, winner) = vote(ctx, &leaves);
+        for (node, answer) in &leaves {
+            let mut scores = ctx.tree().nodes[*node].scores.clone();
+            scores.votes = answer
+                .as_ref()
+                .map(|a| tally.get(&normalize(a)).copied().unwrap_or(0));
+            ctx.set_scores(*node, scores);
+        }
+        let (node, answer) = winner.unzip();
+        ctx.choose(node, answer, tally);
+        Ok(())
+    }
 }
 
 /// Majority vote over normalised answers; ties go to the answer whose samples are more
 /// confident (higher summed mean log-probability). Returns the tally and a node of the winner.
 pub(super) fn vote(
     ctx: &Ctx,
-    leaves: &[(usize, Option<String>)],
-) -> (BTreeMap<String, u32>, Option<(usize, String)>) {
+    leaves: &[(NodeId, Option<String>)],
+) -> (BTreeMap<String, u32>, Option<(NodeId, String)>) {
     let mut tally: BTreeMap<String, u32> = BTreeMap::new();
     let mut confidence: BTreeMap<String, f32> = BTreeMap::new();
     for (node, answer) in leaves {

@@ -1,0 +1,172 @@
+//! `thinkscope-cli run`: one strategy on one prompt, its answer, votes and cost.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use serde_json::json;
+use thinkscope_engine::answer::answers_match;
+use thinkscope_engine::events::{Event, RunId, RunOutcome};
+use thinkscope_engine::generate::PromptFormat;
+use thinkscope_engine::strategy::{KnobValue, Knobs, RunConfig, Strategy};
+use thinkscope_engine::view::{run_to_end, Watch};
+use thinkscope_engine::worker::{Worker, WorkerOptions};
+use thinkscope_engine::Model;
+
+use crate::args::StrategyArgs;
+
+/// The strategy the flags describe: the common knobs, then `--params`, then each `--set`.
+pub fn strategy(args: &StrategyArgs, budget: Option<usize>) -> anyhow::Result<Strategy> {
+    let mut s = Strategy::named(&args.strategy)?;
+    let thinking = args.thinking.or_else(|| {
+        // Budget forcing reads a run budget as its thinking budget, as it always has.
+        (s.name() == "budget-forcing").then_some(budget).flatten()
+    });
+    s.apply_roles(&Knobs {
+        samples: args.samples,
+        depth: args.depth,
+        thinking,
+    })?;
+    if let Some(extra) = &args.params {
+        let extra: serde_json::Value =
+            serde_json::from_str(extra).context("--params is not valid JSON")?;
+        let serde_json::Value::Object(map) = extra else {
+            bail!("--params must be a JSON object");
+        };
+        for (k, v) in map {
+            if k == "name" {
+                bail!("--params cannot change the strategy name");
+            }
+            let value: KnobValue = serde_json::from_value(v)
+                .with_context(|| format!("--params: '{k}' is not a number, text or boolean"))?;
+            s.set(&k, value)?;
+        }
+    }
+    for pair in &args.set {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("--set takes KEY=VALUE, not '{pair}'");
+        };
+        s.set_text(k.trim(), v.trim())?;
+    }
+    s.validate()?;
+    Ok(s)
+}
+
+/// Everything `run` needs besides the model.
+pub struct RunArgs {
+    pub strategy: Strategy,
+    pub prompt: String,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u64,
+    pub budget: Option<usize>,
+    pub max_tokens: usize,
+    pub expected: Option<String>,
+    pub raw: bool,
+}
+
+impl RunArgs {
+    pub fn config(self) -> anyhow::Result<RunConfig> {
+        let budget_forcing = self.strategy.name() == "budget-forcing";
+        let config = RunConfig {
+            prompt: self.prompt,
+            format: if self.raw {
+                PromptFormat::Raw
+            } else {
+                PromptFormat::Auto
+            },
+            strategy: self.strategy,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+            max_tokens: self.max_tokens,
+            // For budget forcing the budget went to its thinking knob.
+            budget_tokens: if budget_forcing { None } else { self.budget },
+            expected_answer: self.expected,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Run `config` to its end, print what happened, and write `json_path` if given.
+pub fn run(model: Arc<Model>, config: RunConfig, json_path: Option<&Path>) -> anyhow::Result<()> {
+    let worker = Worker::spawn(model, WorkerOptions::default(), Arc::new(|| {}))?;
+    let view = run_to_end(
+        &worker,
+        RunId(1),
+        config.clone(),
+        Watch::default(),
+        |view, event| {
+            if let Event::NodeFinished {
+                node,
+                answer: Some(a),
+                ..
+            } = event
+            {
+                let label = view.tree.node(*node).map_or("", |n| n.label.as_str());
+                eprintln!("  [{node}] {label} → {a}");
+            }
+        },
+    )?;
+    if view.outcome == Some(RunOutcome::Failed) {
+        bail!("{}", view.error_line());
+    }
+    let (tree, cost) = (&view.tree, &view.cost);
+    println!("strategy: {}", config.strategy.name());
+    println!("answer:   {}", tree.answer.as_deref().unwrap_or("(none)"));
+    if let Some(expected) = &config.expected_answer {
+        let ok = tree
+            .answer
+            .as_deref()
+            .is_some_and(|a| answers_match(a, expected));
+        println!("correct:  {ok} (expected {expected})");
+    }
+    if !tree.tally.is_empty() {
+        let votes: Vec<String> = tree
+            .tally
+            .iter()
+            .map(|(a, n)| format!("{a}: {n}"))
+            .collect();
+        println!("votes:    {}", votes.join(", "));
+    }
+    println!(
+        "nodes:    {} ({} tokens in the tree)",
+        tree.nodes.len(),
+        tree.token_count()
+    );
+    println!("cost:");
+    println!(
+        "  prompt tokens computed  {:>12}",
+        cost.prompt_tokens_computed
+    );
+    println!("  tokens reused (cache)   {:>12}", cost.tokens_reused);
+    println!("  generated tokens        {:>12}", cost.generated_tokens);
+    println!("  forward passes          {:>12}", cost.forward_passes);
+    println!("  wall time               {:>11.2}s", cost.wall_secs);
+    println!("  generation speed        {:>8.1} tok/s", cost.tok_per_sec);
+    println!("  FLOPs (estimated)       {:>12.3e}", cost.flops);
+    println!(
+        "  energy ({})  {:>9.1} J   [{}]",
+        if cost.energy_measured {
+            "measured "
+        } else {
+            "estimated"
+        },
+        cost.energy_joules,
+        cost.energy_source
+    );
+    if let Some(path) = json_path {
+        let out = json!({
+            "config": config,
+            "outcome": view.outcome,
+            "answer": tree.answer,
+            "tally": tree.tally,
+            "tree": tree,
+            "cost": cost,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&out)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
