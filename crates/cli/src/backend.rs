@@ -13,7 +13,9 @@ use serde_json::json;
 use thinkscope_engine::generate::PromptFormat;
 use thinkscope_engine::model::sampling::{Sampler, SamplingParams};
 use thinkscope_engine::model::template::Message;
-use thinkscope_engine::service::{GenBranch, GenerateRequest, RunControl, SequenceService, StopRule};
+use thinkscope_engine::service::{
+    GenBranch, GenerateRequest, RunControl, SequenceService, StopRule,
+};
 use thinkscope_remote::service::{GpuEnergy, RemoteOptions, RemoteService, TemplateSource};
 use thinkscope_remote::{Client, ServerConfig};
 

@@ -2,7 +2,7 @@
 //! llama-cpp-python's server on the same machine: wall time and tokens for each, as a table.
 //!
 //! ```text
-//! cargo run --release -p thinkscope-remote --features seam2 --example self_consistency_bench [MAX_TOKENS] [REPEATS] [TOP_ALTERNATIVES]
+//! cargo run --release -p thinkscope-remote --example self_consistency_bench [MAX_TOKENS] [REPEATS] [TOP_ALTERNATIVES]
 //! ```
 
 use std::sync::Arc;

@@ -13,8 +13,6 @@ pub mod estimate;
 pub mod http;
 pub mod llama_server;
 pub mod pool;
-// Needs seam 2 (`thinkscope_engine::service`); on until that lands on main.
-#[cfg(feature = "seam2")]
 pub mod service;
 mod sse;
 pub mod wire;

@@ -300,6 +300,7 @@ impl RemoteService {
                 top_alternatives: top,
                 exact_entropy: false,
                 full_logprobs: false,
+                reuse_reported: caps.cached_tokens_reported,
             },
         };
         Ok(Self {

@@ -1,6 +1,5 @@
 //! The sequence service over the real llama-cpp-python server on the default model: prefill,
 //! fork, generate under each stop rule, append, next-token log-probs, costs and cancel.
-#![cfg(feature = "seam2")]
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,6 +1,5 @@
 //! Every strategy over the real llama-cpp-python server on the default model, through the same
 //! run manager the app and the CLI use; Stop mid-run; the server killed mid-run.
-#![cfg(feature = "seam2")]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
