@@ -68,9 +68,16 @@ fn generate_run_and_lab_over_a_server() {
     assert!(v["text"].as_str().is_some_and(|t| t.contains('5')), "{v}");
     let tokens = v["tokens"].as_array().expect("tokens");
     assert!(!tokens.is_empty() && tokens.len() <= 16);
-    assert!(tokens.iter().all(|t| t["logprob"].as_f64().is_some_and(|l| l <= 0.0)));
-    assert!(v["cost"]["tokens_reused"].is_null(), "reuse is unknown: {v}");
-    assert!(v["device"].as_str().is_some_and(|d| d.contains("llama-cpp-python")));
+    assert!(tokens
+        .iter()
+        .all(|t| t["logprob"].as_f64().is_some_and(|l| l <= 0.0)));
+    assert!(
+        v["cost"]["tokens_reused"].is_null(),
+        "reuse is unknown: {v}"
+    );
+    assert!(v["device"]
+        .as_str()
+        .is_some_and(|d| d.contains("llama-cpp-python")));
 
     // run: a strategy, its answer and its meters.
     let out = cli(
@@ -89,9 +96,19 @@ fn generate_run_and_lab_over_a_server() {
         None,
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("answer:") && stdout.contains("votes:"), "{stdout}");
-    assert!(stdout.contains("unknown (not reported by the server)"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("answer:") && stdout.contains("votes:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("unknown (not reported by the server)"),
+        "{stdout}"
+    );
 
     // lab: a sweep over the server, then the same command resumes from the results file.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -119,7 +136,11 @@ fn generate_run_and_lab_over_a_server() {
         )
     };
     let first = lab();
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     assert!(csv.is_file());
     let again = lab();
     let stderr = String::from_utf8_lossy(&again.stderr);
@@ -137,7 +158,15 @@ fn a_wrong_url_a_wrong_key_and_an_unknown_model_are_one_line_errors() {
         return;
     };
     let url = format!("{}/v1", server.base_url());
-    let args = ["run", "--strategy", "system1", "--prompt", "hi", "--max-tokens", "4"];
+    let args = [
+        "run",
+        "--strategy",
+        "system1",
+        "--prompt",
+        "hi",
+        "--max-tokens",
+        "4",
+    ];
     let one_line_error = |out: &Output| -> String {
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
@@ -147,7 +176,10 @@ fn a_wrong_url_a_wrong_key_and_an_unknown_model_are_one_line_errors() {
 
     let wrong_key = one_line_error(&cli(&url, &args, Some("wrong-key")));
     assert!(wrong_key.contains("rejected the API key"), "{wrong_key}");
-    assert!(!wrong_key.contains("wrong-key"), "the key is not echoed: {wrong_key}");
+    assert!(
+        !wrong_key.contains("wrong-key"),
+        "the key is not echoed: {wrong_key}"
+    );
 
     let dead = format!("http://127.0.0.1:{}/v1", server.port() ^ 1);
     let refused = one_line_error(&cli(&dead, &args, Some("right-key")));
@@ -156,7 +188,10 @@ fn a_wrong_url_a_wrong_key_and_an_unknown_model_are_one_line_errors() {
     let mut with_model = args.to_vec();
     with_model.extend(["--api-model", "gpt-9"]);
     let unknown = one_line_error(&cli(&url, &with_model, Some("right-key")));
-    assert!(unknown.contains("does not serve a model named 'gpt-9'"), "{unknown}");
+    assert!(
+        unknown.contains("does not serve a model named 'gpt-9'"),
+        "{unknown}"
+    );
 
     let no_url = Command::new(env!("CARGO_BIN_EXE_thinkscope-cli"))
         .args(args)
