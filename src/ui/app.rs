@@ -169,6 +169,11 @@ impl ThinkscopeApp {
         self.start_loading(ctx);
     }
 
+    /// Show the "Connect to server" dialog (File > Connect to server…).
+    pub fn open_connect_dialog(&mut self) {
+        self.connect.open = true;
+    }
+
     /// Connect to a server on a thread; the panes move there once it answers.
     fn connect_server(&mut self, ctx: &egui::Context, request: ServerRequest) {
         let (key, _) = default_key(self.options.config_dir.as_deref());
@@ -292,7 +297,7 @@ impl ThinkscopeApp {
             Action::SetPanes(n) => self.set_pane_count(n),
             Action::System1VsSystem2 => self.system1_vs_system2(),
             Action::OpenModel(p) => self.open_model(ctx, p),
-            Action::OpenConnect => self.connect.open = true,
+            Action::OpenConnect => self.open_connect_dialog(),
             Action::Connect(request) => self.connect_server(ctx, request),
             Action::PickFile(job) => {
                 pick_file(job, self.options.models_dir.clone(), self.picked_tx.clone())
