@@ -351,13 +351,10 @@ fn a_stream_cut_mid_token_keeps_the_tokens_that_arrived() {
 
 #[test]
 fn a_stalled_server_times_out() {
-    let started = Instant::now();
+    // The fake sleeps 5 s and then closes; a timeout (not a cut stream) means the client gave up
+    // on its own 2 s read timeout first.
     let (err, _) = run(Scenario::Stall);
     assert!(matches!(err, RemoteError::Timeout { .. }), "{err:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "gave up on the read timeout"
-    );
 }
 
 #[test]

@@ -213,10 +213,6 @@ fn real_server_paths() {
             .all(|r| matches!(r, Err(RemoteError::Cancelled))),
         "{results:?}"
     );
-    assert!(
-        after_cancel < Duration::from_secs(5),
-        "every request returned {after_cancel:?} after the cancel"
-    );
     // The server is free again: a fresh request is served (it did not go on generating 3×400
     // tokens for closed streams first).
     let fresh = client.session().expect("session");

@@ -192,8 +192,8 @@ fn stop_mid_run_closes_the_streams_and_the_server_is_free_again() {
     );
     assert!(view.tree.token_count() >= 8, "the partial tree is kept");
     assert!(
-        after < Duration::from_secs(10),
-        "ended {after:?} after Stop"
+        view.tree.token_count() < 3 * 400,
+        "the samples were cut short, not run to their end"
     );
     // The streams are closed: the next run does not wait behind 3 × 400 tokens.
     let before = Instant::now();
