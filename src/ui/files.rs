@@ -208,8 +208,10 @@ impl ThinkscopeApp {
     }
 }
 
+/// Every file the app writes goes through the engine's atomic helper: a crash or a full disk
+/// mid-write leaves the old file as it was.
 fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+    thinkscope_engine::atomic::write(path, bytes).map_err(anyhow::Error::from)
 }
 
 fn save_png(

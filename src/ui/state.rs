@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use thinkscope_engine::atomic;
 use thinkscope_engine::cost::CostSnapshot;
 use thinkscope_engine::strategy::{registry, KnobValue, Knobs, Params, RunConfig, Strategy};
 use thinkscope_engine::tree::Tree;
@@ -223,8 +224,15 @@ impl Settings {
     /// Load settings from `dir`; a missing or broken file gives the defaults (and a message).
     pub fn load(dir: &Path) -> (Self, Option<String>) {
         let path = dir.join("settings.json");
-        match std::fs::read_to_string(&path) {
-            Err(_) => (Self::default(), None),
+        match read_bounded(&path, MAX_SETTINGS_BYTES) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Self::default(), None),
+            Err(e) => (
+                Self::default(),
+                Some(format!(
+                    "settings were unreadable and were reset ({e}): {}",
+                    path.display()
+                )),
+            ),
             Ok(text) => match serde_json::from_str::<Settings>(&text) {
                 Ok(mut s) => {
                     s.sanitize();
@@ -241,15 +249,11 @@ impl Settings {
         }
     }
 
-    /// Write settings to `dir` (atomically: a temporary file, then a rename).
+    /// Write settings to `dir` atomically (the previous file survives a crash or a full disk).
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
-        let tmp = dir.join("settings.json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_string_pretty(self).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::rename(tmp, dir.join("settings.json"))
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        atomic::write(&dir.join("settings.json"), text.as_bytes()).map_err(std::io::Error::other)
     }
 
     /// Clamp values a hand-edited file may have broken.
@@ -300,30 +304,226 @@ pub struct SessionFile {
 /// Current session format.
 pub const SESSION_VERSION: u32 = 1;
 
+/// Largest session file read (a session of four 64-sample runs is a few MB).
+pub const MAX_SESSION_BYTES: u64 = 256 << 20;
+/// Largest settings file read.
+const MAX_SETTINGS_BYTES: u64 = 16 << 20;
+
+/// Read a UTF-8 file of at most `max` bytes, refusing larger ones before reading them.
+fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > max {
+        return Err(std::io::Error::other(format!(
+            "the file is {len} bytes, more than {max}"
+        )));
+    }
+    let mut text = String::new();
+    file.take(max + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::other(format!(
+            "the file grew past {max} bytes"
+        )));
+    }
+    Ok(text)
+}
+
 impl SessionFile {
-    /// Read and check a session file.
+    /// Read and check a session file: bounded in size, of a known version, with possible trees
+    /// and valid run settings. Nothing of the file is used unless all of it is.
     pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = read_bounded(path, MAX_SESSION_BYTES)
+            .map_err(|e| anyhow::anyhow!("could not read the session ({e}): {}", path.display()))?;
+        Self::parse(&text)
+            .map_err(|e| anyhow::anyhow!("the session was not opened: {e:#}: {}", path.display()))
+    }
+
+    /// Parse and check the text of a session file (see [`Self::read`]).
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut s: SessionFile = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a thinkscope session file", path.display()))?;
+        let mut s: SessionFile =
+            serde_json::from_str(text).context("it is not a thinkscope session file")?;
         if s.version > SESSION_VERSION {
             anyhow::bail!(
-                "{} was saved by a newer thinkscope (format {}, this one reads {SESSION_VERSION})",
-                path.display(),
+                "it was saved by a newer thinkscope (format {}, this one reads {SESSION_VERSION})",
                 s.version
             );
         }
+        if s.panes.len() > 4 {
+            anyhow::bail!("it has {} panes; a session has at most 4", s.panes.len());
+        }
+        for (i, pane) in s.panes.iter().enumerate() {
+            let letter = ["A", "B", "C", "D"][i];
+            pane.tree
+                .validate()
+                .with_context(|| format!("pane {letter}'s tree cannot be shown"))?;
+            if let Some(config) = &pane.config {
+                config
+                    .validate()
+                    .with_context(|| format!("pane {letter}'s run settings are invalid"))?;
+            }
+        }
         s.settings.sanitize();
-        s.panes.truncate(4);
         Ok(s)
     }
 
-    /// Write the session.
+    /// Write the session atomically: a crash or a full disk leaves the previous file intact.
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
-        use anyhow::Context as _;
-        let text = serde_json::to_string(self)?;
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+        atomic::write_with(path, |f| self.write_to(f))
+            .map_err(|e| anyhow::anyhow!("could not save the session: {e}"))
+    }
+
+    /// Serialize the session into `w`.
+    pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer(&mut *w, self).map_err(std::io::Error::other)?;
+        w.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use thinkscope_engine::tree::{Node, NodeId, NodeKind, NodeStatus, Scores, Tree};
+
+    use super::*;
+
+    fn session(tree: Tree) -> SessionFile {
+        SessionFile {
+            version: SESSION_VERSION,
+            settings: Settings::default(),
+            panes: vec![PaneSnapshot {
+                config: None,
+                tree,
+                cost: CostSnapshot::default(),
+            }],
+        }
+    }
+
+    fn node(id: usize, parent: Option<usize>, children: Vec<usize>) -> Node {
+        Node {
+            id: NodeId(id),
+            parent: parent.map(NodeId),
+            children: children.into_iter().map(NodeId).collect(),
+            kind: NodeKind::Generated,
+            label: String::new(),
+            fork_at: None,
+            text: "x".into(),
+            tokens: Vec::new(),
+            status: NodeStatus::Finished,
+            scores: Scores::default(),
+            answer: None,
+        }
+    }
+
+    fn two_nodes() -> Tree {
+        Tree {
+            nodes: vec![node(0, None, vec![1]), node(1, Some(0), vec![])],
+            ..Tree::default()
+        }
+    }
+
+    #[test]
+    fn a_session_round_trips() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("s.json");
+        let s = session(two_nodes());
+        s.write(&p).expect("write");
+        assert_eq!(SessionFile::read(&p).expect("read"), s);
+    }
+
+    #[test]
+    fn an_impossible_tree_is_refused_with_a_message() {
+        let d = tempfile::tempdir().expect("tempdir");
+        // A parent cycle (0 <- 1 <- 0) and a child id out of range, written by hand.
+        let mut cyclic = two_nodes();
+        cyclic.nodes[0].parent = Some(NodeId(1));
+        let mut out_of_range = two_nodes();
+        out_of_range.nodes[0].children.push(NodeId(7));
+        for (name, tree, needle) in [
+            ("cycle.json", cyclic, "not an earlier node"),
+            ("range.json", out_of_range, "out of range"),
+        ] {
+            let p = d.path().join(name);
+            let text = serde_json::to_string(&session(tree)).expect("json");
+            std::fs::write(&p, text).expect("write");
+            let err = format!("{:#}", SessionFile::read(&p).expect_err("refused"));
+            assert!(err.contains("pane A's tree cannot be shown"), "{err}");
+            assert!(err.contains(needle), "{err}");
+            assert!(err.ends_with(&p.display().to_string()), "path last: {err}");
+        }
+        let p = d.path().join("garbage.json");
+        std::fs::write(&p, "{\"version\": 1, \"panes\": 3}").expect("write");
+        let err = format!("{:#}", SessionFile::read(&p).expect_err("refused"));
+        assert!(err.contains("not a thinkscope session file"), "{err}");
+    }
+
+    /// A writer that fails after `left` bytes, as a disk does when it fills up.
+    struct FillsUp<'a> {
+        inner: &'a mut dyn Write,
+        left: usize,
+    }
+
+    impl Write for FillsUp<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.left == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "No space left on device",
+                ));
+            }
+            let n = buf.len().min(self.left);
+            self.left -= n;
+            self.inner.write(&buf[..n])
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    #[test]
+    fn a_disk_that_fills_up_mid_save_leaves_the_old_session() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("work.json");
+        let old = session(two_nodes());
+        old.write(&p).expect("first save");
+        let before = std::fs::read(&p).expect("read");
+        let mut bigger = two_nodes();
+        bigger.nodes[1].text = "y".repeat(100_000);
+        let new = session(bigger);
+        let err = atomic::write_with(&p, |f| {
+            new.write_to(&mut FillsUp {
+                inner: f,
+                left: 4096,
+            })
+        })
+        .expect_err("the disk is full");
+        assert!(err.to_string().contains("No space left"), "{err}");
+        assert_eq!(std::fs::read(&p).expect("read"), before, "old file intact");
+        assert_eq!(SessionFile::read(&p).expect("still opens"), old);
+        let stray: Vec<_> = std::fs::read_dir(d.path())
+            .expect("dir")
+            .flatten()
+            .filter(|e| e.file_name() != "work.json")
+            .collect();
+        assert!(stray.is_empty(), "no temporary file left: {stray:?}");
+    }
+
+    #[test]
+    fn settings_save_atomically_and_refuse_huge_files() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let s = Settings {
+            prompt: "p".into(),
+            ..Settings::default()
+        };
+        s.save(d.path()).expect("save");
+        assert_eq!(Settings::load(d.path()), (s, None));
+        let f = std::fs::File::create(d.path().join("settings.json")).expect("create");
+        f.set_len(MAX_SETTINGS_BYTES + 1).expect("grow");
+        let (loaded, msg) = Settings::load(d.path());
+        assert_eq!(loaded, Settings::default());
+        assert!(msg.is_some_and(|m| m.contains("more than")));
     }
 }

@@ -245,6 +245,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let model = load_model(model.model.as_deref(), cli.device)?;
             let out = json!({
                 "info": model.info,
+                "description": model.describe(),
+                "thinking": model.thinking,
                 "config": model.config,
                 "stop_ids": model.tokenizer.stop_ids,
                 "add_bos": model.tokenizer.add_bos,

@@ -194,7 +194,7 @@ pub fn run(worker: &Worker, config: RunConfig, json_path: Option<&Path>) -> anyh
             "tree": tree,
             "cost": cost,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&out)?)
+        thinkscope_engine::atomic::write(path, serde_json::to_string_pretty(&out)?.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())

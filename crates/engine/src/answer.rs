@@ -10,7 +10,6 @@ pub fn extract_answer(text: &str) -> Option<String> {
     if let Some(boxed) = last_boxed(text) {
         return Some(clean(&boxed));
     }
-    let lower = text.to_lowercase();
     let cues = [
         "final answer is",
         "final answer:",
@@ -19,9 +18,11 @@ pub fn extract_answer(text: &str) -> Option<String> {
         "answer:",
         "answer =",
     ];
+    // The cue that starts last wins. Matching is on the original text (ASCII case folded), so
+    // every offset is a char boundary of `text`: lowercasing first changes byte lengths (`İ`).
     let mut best: Option<(usize, usize)> = None;
     for cue in cues {
-        if let Some(pos) = lower.rfind(cue) {
+        if let Some(pos) = rfind_ascii_case_insensitive(text, cue) {
             let end = pos + cue.len();
             if best.is_none_or(|(b, _)| pos > b) {
                 best = Some((pos, end));
@@ -91,6 +92,19 @@ fn format_number(x: f64) -> String {
         let s = format!("{x:.6}");
         s.trim_end_matches('0').trim_end_matches('.').to_owned()
     }
+}
+
+/// Byte offset of the last occurrence of the ASCII `needle` in `haystack`, ignoring ASCII case.
+/// An ASCII byte never occurs inside a multi-byte character, so the match starts and ends on
+/// char boundaries.
+pub fn rfind_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<usize> {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    if n.is_empty() || n.len() > h.len() || !needle.is_ascii() {
+        return None;
+    }
+    (0..=h.len() - n.len())
+        .rev()
+        .find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
 fn last_boxed(text: &str) -> Option<String> {
@@ -209,6 +223,36 @@ mod tests {
             extract_answer("a long rambling text with many words and no number at all here"),
             None
         );
+    }
+
+    #[test]
+    fn letters_whose_lowercase_is_longer_do_not_shift_the_cue() {
+        // 'İ' is 2 bytes, its lowercase 3: searching a lowercased copy put every later offset
+        // one byte off, slicing inside a character (a panic) or past the end.
+        let text = "İİİİ The answer is 42";
+        assert_eq!(extract_answer(text).as_deref(), Some("42"));
+        let text = "İstanbul? The Answer Is: Ankara";
+        assert_eq!(extract_answer(text).as_deref(), Some("Ankara"));
+        // Many of them before a cue near the end: the old offset ran past the end of the text.
+        let text = format!("{}answer:", "İ ".repeat(50));
+        assert_eq!(extract_answer(&text), None);
+        let text = format!("{}answer: é7", "ẞİ".repeat(10));
+        assert_eq!(extract_answer(&text).as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn ascii_case_insensitive_search() {
+        assert_eq!(
+            rfind_ascii_case_insensitive("xAnSwEr:y", "answer:"),
+            Some(1)
+        );
+        assert_eq!(
+            rfind_ascii_case_insensitive("answer: answer:", "answer:"),
+            Some(8)
+        );
+        assert_eq!(rfind_ascii_case_insensitive("İanswer", "answer"), Some(2));
+        assert_eq!(rfind_ascii_case_insensitive("ans", "answer"), None);
+        assert_eq!(rfind_ascii_case_insensitive("", ""), None);
     }
 
     #[test]

@@ -18,7 +18,10 @@ pub enum EngineError {
     Corrupt { path: PathBuf, reason: String },
 
     /// `general.architecture` names a model family thinkscope cannot run.
-    #[error("unsupported model architecture '{0}' (supported: llama, qwen2, qwen3, gemma3)")]
+    #[error(
+        "unsupported model architecture '{0}' (supported: {supported})",
+        supported = crate::model::config::Arch::supported()
+    )]
     UnsupportedArchitecture(String),
 
     /// A metadata key is missing, of the wrong type or out of range.

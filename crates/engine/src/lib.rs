@@ -3,6 +3,7 @@
 //! dependency tree), so the app, the CLI, the tests and the benchmarks all drive the same code.
 
 pub mod answer;
+pub mod atomic;
 pub mod backend;
 pub mod cost;
 pub mod device;

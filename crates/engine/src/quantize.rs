@@ -1,15 +1,15 @@
 //! Writing GGUF files: re-quantized copies of a model (`thinkscope-cli quantize`) and edited
 //! copies for tests.
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 
+use crate::atomic::AtomicFile;
 use crate::error::{EngineError, Result};
+use crate::model::gguf::GgufFile;
 
 /// The weight types `quantize` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,28 +74,45 @@ impl std::str::FromStr for QuantType {
 }
 
 /// Copy a GGUF file, letting `edit` change its metadata and tensor list (for bad-input tests).
+/// The source is read with the loader's checks; the copy is written atomically (a failure
+/// never leaves part of a file under `dst`), in the source's order, with tensor data aligned to
+/// candle's 32 bytes (so a `general.alignment` of the source is dropped).
 pub fn rewrite_gguf(
     src: &Path,
     dst: &Path,
     edit: impl FnOnce(&mut Vec<(String, Value)>, &mut Vec<(String, QTensor)>),
 ) -> Result<()> {
-    let mut file = File::open(src).map_err(|e| EngineError::io(src, e))?;
-    let content = gguf_file::Content::read(&mut file)?;
-    let mut meta: Vec<(String, Value)> = content.metadata.clone().into_iter().collect();
-    meta.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
-    names.sort();
+    rewrite_checked(src, dst, |meta, tensors| {
+        edit(meta, tensors);
+        Ok(())
+    })
+}
+
+/// [`rewrite_gguf`] whose edit can fail, leaving `dst` untouched.
+fn rewrite_checked(
+    src: &Path,
+    dst: &Path,
+    edit: impl FnOnce(&mut Vec<(String, Value)>, &mut Vec<(String, QTensor)>) -> Result<()>,
+) -> Result<()> {
+    let mut gguf = GgufFile::open(src)?;
+    let mut meta: Vec<(String, Value)> = gguf
+        .keys()
+        .iter()
+        .filter(|k| k.as_str() != "general.alignment")
+        .filter_map(|k| gguf.metadata().get(k).map(|v| (k.clone(), v.clone())))
+        .collect();
     let mut tensors = Vec::new();
-    for name in names {
-        tensors.push((name.clone(), content.tensor(&mut file, name, &Device::Cpu)?));
+    for name in gguf.tensor_names().to_vec() {
+        let (dims, _) = gguf.tensor_info(&name)?;
+        let t = gguf.tensor(&name, &dims, &Device::Cpu)?;
+        tensors.push((name, t));
     }
-    edit(&mut meta, &mut tensors);
-    let out = File::create(dst).map_err(|e| EngineError::io(dst, e))?;
-    let mut w = BufWriter::new(out);
+    edit(&mut meta, &mut tensors)?;
+    let mut out = AtomicFile::create(dst)?;
     let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    gguf_file::write(&mut w, &meta_refs, &tensor_refs)?;
-    Ok(())
+    gguf_file::write(&mut out, &meta_refs, &tensor_refs)?;
+    out.commit()
 }
 
 /// Write a copy of a GGUF model with every 2-D weight matrix re-quantized to `dtype` (for
@@ -104,41 +121,21 @@ pub fn rewrite_gguf(
 /// `general.file_type` is updated.
 pub fn requantize(src: &Path, dst: &Path, target: QuantType) -> Result<()> {
     let dtype = target.ggml();
-    // The loader's checks first: a missing, truncated or corrupt file gets its usual clear error.
-    crate::model::gguf::GgufFile::open(src)?;
-    // Written beside the target and renamed at the end: a failure never leaves half a model.
-    let mut part = dst.as_os_str().to_owned();
-    part.push(".part");
-    let part = std::path::PathBuf::from(part);
-    let mut err = None;
-    let written = rewrite_gguf(src, &part, |meta, tensors| {
+    // The loader's checks (in `rewrite_gguf`): a missing, truncated or corrupt file gets its
+    // usual clear error. The copy is written atomically: a failure never leaves half a model.
+    rewrite_checked(src, dst, |meta, tensors| {
         for (name, t) in tensors.iter_mut() {
             let dims = t.shape().dims().to_vec();
             if dims.len() != 2 || dims[1] % dtype.block_size() != 0 || t.dtype() == dtype {
                 continue;
             }
-            let converted = t
+            *t = t
                 .dequantize(&Device::Cpu)
-                .and_then(|f| QTensor::quantize(&f, dtype));
-            match converted {
-                Ok(q) => *t = q,
-                Err(e) => {
-                    err = Some(EngineError::InvalidTensor(format!(
-                        "re-quantizing {name}: {e}"
-                    )));
-                    return;
-                }
-            }
+                .and_then(|f| QTensor::quantize(&f, dtype))
+                .map_err(|e| EngineError::InvalidTensor(format!("re-quantizing {name}: {e}")))?;
         }
         meta.retain(|(k, _)| k != "general.file_type");
         meta.push(("general.file_type".into(), Value::U32(target.file_type())));
-    });
-    let done = match (written, err) {
-        (Err(e), _) | (Ok(()), Some(e)) => Err(e),
-        (Ok(()), None) => std::fs::rename(&part, dst).map_err(|e| EngineError::io(dst, e)),
-    };
-    if done.is_err() {
-        let _ = std::fs::remove_file(&part);
-    }
-    done
+        Ok(())
+    })
 }

@@ -2,7 +2,8 @@
 //!
 //! A tree is built only by applying [`crate::events::Event`]s (`Tree::apply`, in `view.rs`), in the
 //! strategy thread and in every viewer alike, so what the GUI, the CLI and the tests see is the
-//! same tree by construction.
+//! same tree by construction. A tree read from a file was not built that way: [`Tree::validate`]
+//! checks that it could have been.
 
 use std::collections::BTreeMap;
 
@@ -145,6 +146,18 @@ impl Node {
     }
 }
 
+/// Most nodes a tree read from a file may have.
+pub const MAX_NODES: usize = 1 << 20;
+/// Most tokens (over all nodes) a tree read from a file may hold.
+pub const MAX_TREE_TOKENS: usize = 1 << 24;
+/// Most alternatives one token may list.
+pub const MAX_ALTERNATIVES: usize = 1024;
+
+/// Why a tree (read from a file) is impossible.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("impossible tree: {0}")]
+pub struct TreeError(pub String);
+
 /// A reasoning tree.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tree {
@@ -162,6 +175,84 @@ impl Tree {
     /// The node `id`, if the tree has it.
     pub fn node(&self, id: NodeId) -> Option<&Node> {
         self.nodes.get(id.0)
+    }
+
+    /// Check that the tree could have been built by applying events, so that walking it cannot
+    /// index out of range or loop: every node's id is its index, its parent an earlier node (so
+    /// there are no cycles), every children list exactly the nodes naming that parent, in
+    /// creation order, `fork_at` within the parent's tokens, the chosen node in range, and the
+    /// sizes bounded.
+    pub fn validate(&self) -> Result<(), TreeError> {
+        let bad = |m: String| Err(TreeError(m));
+        let n = self.nodes.len();
+        if n > MAX_NODES {
+            return bad(format!("{n} nodes, more than {MAX_NODES}"));
+        }
+        let mut tokens = 0usize;
+        let mut child_count = 0usize;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.id.index() != i {
+                return bad(format!("node {i} has id {}", node.id));
+            }
+            match node.parent.map(NodeId::index) {
+                Some(p) if p >= i => {
+                    return bad(format!(
+                    "node {i}'s parent {p} is not an earlier node (a cycle or an id out of range)"
+                ))
+                }
+                Some(p) => {
+                    child_count += 1;
+                    if let Some(k) = node.fork_at {
+                        let len = self.nodes[p].tokens.len();
+                        if k > len {
+                            return bad(format!(
+                                "node {i} forks at token {k} of its parent {p}, which has {len}"
+                            ));
+                        }
+                    }
+                }
+                None if node.fork_at.is_some() => {
+                    return bad(format!("node {i} has no parent but forks from one"))
+                }
+                None => {}
+            }
+            let mut last = i;
+            for c in node.children.iter().map(|c| c.index()) {
+                if c <= last || c >= n {
+                    return bad(format!(
+                        "node {i}'s child {c} is out of range, out of order or repeated"
+                    ));
+                }
+                if self.nodes[c].parent != Some(NodeId(i)) {
+                    return bad(format!(
+                        "node {i} lists {c} as a child, but {c}'s parent is {:?}",
+                        self.nodes[c].parent
+                    ));
+                }
+                last = c;
+            }
+            tokens = tokens.saturating_add(node.tokens.len());
+            if let Some(t) = node.tokens.iter().find(|t| t.top.len() > MAX_ALTERNATIVES) {
+                return bad(format!(
+                    "node {i} has a token with {} alternatives, more than {MAX_ALTERNATIVES}",
+                    t.top.len()
+                ));
+            }
+        }
+        // Every child names its parent and is listed once by it: the lists hold every child.
+        let listed: usize = self.nodes.iter().map(|x| x.children.len()).sum();
+        if listed != child_count {
+            return bad(format!(
+                "{child_count} nodes have a parent but the parents list {listed} children"
+            ));
+        }
+        if tokens > MAX_TREE_TOKENS {
+            return bad(format!("{tokens} tokens, more than {MAX_TREE_TOKENS}"));
+        }
+        if let Some(c) = self.chosen.filter(|c| c.index() >= n) {
+            return bad(format!("the chosen node {c} does not exist ({n} nodes)"));
+        }
+        Ok(())
     }
 
     /// The root, if the tree has one.
@@ -275,5 +366,138 @@ impl Tree {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(text: &str) -> TokenInfo {
+        TokenInfo {
+            id: 1,
+            text: text.into(),
+            logprob: -0.5,
+            entropy: 1.0,
+            top: Vec::new(),
+        }
+    }
+
+    fn ids(v: &[usize]) -> Vec<NodeId> {
+        v.iter().copied().map(NodeId).collect()
+    }
+
+    fn node(id: usize, parent: Option<usize>, children: &[usize], tokens: usize) -> Node {
+        Node {
+            id: NodeId(id),
+            parent: parent.map(NodeId),
+            children: ids(children),
+            kind: if parent.is_none() {
+                NodeKind::Prompt
+            } else {
+                NodeKind::Generated
+            },
+            label: String::new(),
+            fork_at: None,
+            text: "a".repeat(tokens),
+            tokens: (0..tokens).map(|_| token("a")).collect(),
+            status: NodeStatus::Finished,
+            scores: Scores::default(),
+            answer: None,
+        }
+    }
+
+    /// root 0 with children 1 and 2; 3 under 1.
+    fn good() -> Tree {
+        Tree {
+            nodes: vec![
+                node(0, None, &[1, 2], 0),
+                node(1, Some(0), &[3], 4),
+                node(2, Some(0), &[], 2),
+                node(3, Some(1), &[], 1),
+            ],
+            chosen: Some(NodeId(3)),
+            answer: Some("4".into()),
+            tally: BTreeMap::new(),
+        }
+    }
+
+    #[track_caller]
+    fn refused(t: &Tree, needle: &str) {
+        let e = t.validate().expect_err("impossible tree accepted");
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+
+    #[test]
+    fn a_possible_tree_validates_and_walks() {
+        let t = good();
+        t.validate().expect("valid");
+        assert_eq!(t.path(NodeId(3)), ids(&[0, 1, 3]));
+        assert_eq!(t.path_text(NodeId(3)), "aaaaa");
+        Tree::default().validate().expect("empty is fine");
+    }
+
+    #[test]
+    fn impossible_trees_are_refused() {
+        let mut t = good();
+        t.nodes[2].id = NodeId(7);
+        refused(&t, "node 2 has id 7");
+
+        // A parent cycle: 1 -> 3 -> 1.
+        let mut t = good();
+        t.nodes[1].parent = Some(NodeId(3));
+        t.nodes[0].children = ids(&[2]);
+        t.nodes[3].children = ids(&[1]);
+        refused(&t, "node 1's parent 3 is not an earlier node");
+
+        let mut t = good();
+        t.nodes[3].parent = Some(NodeId(99));
+        t.nodes[1].children.clear();
+        refused(&t, "node 3's parent 99 is not an earlier node");
+
+        let mut t = good();
+        t.nodes[0].children = ids(&[1, 2, 99]);
+        refused(&t, "out of range");
+
+        let mut t = good();
+        t.nodes[0].children = ids(&[2, 1]);
+        refused(&t, "out of order");
+
+        let mut t = good();
+        t.nodes[0].children = ids(&[1, 1, 2]);
+        refused(&t, "repeated");
+
+        let mut t = good();
+        t.nodes[0].children = ids(&[1, 2, 3]);
+        refused(&t, "lists 3 as a child");
+
+        let mut t = good();
+        t.nodes[1].children.clear();
+        refused(&t, "the parents list 2 children");
+
+        let mut t = good();
+        t.nodes[3].fork_at = Some(5);
+        refused(&t, "forks at token 5");
+        t.nodes[3].fork_at = Some(4);
+        t.validate()
+            .expect("forking after the parent's last token is fine");
+
+        let mut t = good();
+        t.nodes[0].fork_at = Some(0);
+        refused(&t, "no parent");
+
+        let mut t = good();
+        t.chosen = Some(NodeId(4));
+        refused(&t, "chosen node 4");
+
+        let mut t = good();
+        t.nodes[3].tokens[0].top = (0..MAX_ALTERNATIVES + 1)
+            .map(|i| crate::model::sampling::Alternative {
+                id: i as u32,
+                text: String::new(),
+                logprob: 0.0,
+            })
+            .collect();
+        refused(&t, "alternatives");
     }
 }

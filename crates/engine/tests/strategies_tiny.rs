@@ -113,6 +113,9 @@ fn check_well_formed(f: &Finished) {
         }
     }
     assert_eq!(f.tree.nodes.len(), seen);
+    f.tree
+        .validate()
+        .expect("a tree built from events validates");
     assert!(
         f.tree.nodes.iter().all(|n| n.status != NodeStatus::Running),
         "no node left running"

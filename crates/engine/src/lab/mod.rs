@@ -93,6 +93,58 @@ impl LabError {
 /// The lab's result type.
 pub type Result<T, E = LabError> = std::result::Result<T, E>;
 
+/// Call `f(line number, line, ended with a newline)` for each line of a JSONL `reader`,
+/// refusing lines longer than `max_line` bytes, more than `max_lines` lines and text that is not
+/// UTF-8, each with the line's number. Only one line is in memory at a time.
+pub(crate) fn for_each_line(
+    mut reader: impl std::io::BufRead,
+    path: &std::path::Path,
+    max_line: usize,
+    max_lines: usize,
+    mut f: impl FnMut(usize, &str, bool) -> Result<()>,
+) -> Result<()> {
+    use std::io::{BufRead as _, Read as _};
+    let bad = |line: usize, reason: String| LabError::BadLine {
+        path: path.to_owned(),
+        line,
+        reason,
+    };
+    let mut buf = Vec::new();
+    for line_no in 1.. {
+        buf.clear();
+        let n = (&mut reader)
+            .take(max_line as u64 + 2)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| LabError::io(path, e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line_no > max_lines {
+            return Err(bad(
+                line_no,
+                format!("the file has more than {max_lines} lines"),
+            ));
+        }
+        let terminated = buf.last() == Some(&b'\n');
+        if terminated {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        }
+        if buf.len() > max_line {
+            return Err(bad(
+                line_no,
+                format!("the line is longer than {max_line} bytes"),
+            ));
+        }
+        let line = std::str::from_utf8(&buf)
+            .map_err(|e| bad(line_no, format!("the line is not UTF-8 ({e})")))?;
+        f(line_no, line, terminated)?;
+    }
+    Ok(())
+}
+
 /// FNV-1a, 64 bits: a stable fingerprint for problems and settings (not for security).
 pub(crate) fn fnv64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -240,5 +240,6 @@ pub fn write_svg(points: &[SweepPoint], title: &str, note: &str, path: &Path) ->
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
     }
-    std::fs::write(path, render_svg(points, title, note)).map_err(|e| LabError::io(path, e))
+    crate::atomic::write(path, render_svg(points, title, note).as_bytes())?;
+    Ok(())
 }

@@ -48,10 +48,10 @@ pub struct ProblemSet {
 }
 
 impl ProblemSet {
-    /// Load a JSONL file.
+    /// Load a JSONL file (at most [`MAX_PROBLEMS`] lines of [`MAX_PROBLEM_LINE_BYTES`]).
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| LabError::io(path, e))?;
-        let problems = parse_jsonl(&text, path)?;
+        let file = std::fs::File::open(path).map_err(|e| LabError::io(path, e))?;
+        let problems = parse_jsonl_from(std::io::BufReader::new(file), path)?;
         Ok(Self {
             name: path.display().to_string(),
             problems,
@@ -75,9 +75,19 @@ struct RawProblem {
     answer: Option<serde_json::Value>,
 }
 
+/// Most problems a set may hold.
+pub const MAX_PROBLEMS: usize = 100_000;
+/// Longest line of a problem set.
+pub const MAX_PROBLEM_LINE_BYTES: usize = 1 << 20;
+
 /// Parse JSONL problem lines. Blank lines are skipped; any other bad line is an error naming its
 /// line number. `path` is only used in messages and default ids.
 pub fn parse_jsonl(text: &str, path: &Path) -> Result<Vec<Problem>> {
+    parse_jsonl_from(text.as_bytes(), path)
+}
+
+/// [`parse_jsonl`] from a reader, one bounded line at a time.
+pub fn parse_jsonl_from(reader: impl std::io::BufRead, path: &Path) -> Result<Vec<Problem>> {
     let stem = path.file_stem().map_or_else(
         || "problem".to_owned(),
         |s| s.to_string_lossy().into_owned(),
@@ -88,51 +98,63 @@ pub fn parse_jsonl(text: &str, path: &Path) -> Result<Vec<Problem>> {
         reason,
     };
     let mut problems = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let raw: RawProblem = serde_json::from_str(line).map_err(|e| {
-            bad(
-                line_no,
-                format!("not a JSON object with question and answer ({e})"),
-            )
-        })?;
-        let question = match raw.question {
-            Some(serde_json::Value::String(q)) if !q.trim().is_empty() => q.trim().to_owned(),
-            Some(serde_json::Value::String(_)) => {
-                return Err(bad(line_no, "\"question\" is empty".into()))
+    super::for_each_line(
+        reader,
+        path,
+        MAX_PROBLEM_LINE_BYTES,
+        usize::MAX,
+        |line_no, line, _| {
+            let line = line.trim();
+            if line.is_empty() {
+                return Ok(());
             }
-            Some(_) => return Err(bad(line_no, "\"question\" must be a string".into())),
-            None => return Err(bad(line_no, "missing \"question\"".into())),
-        };
-        let answer = match raw.answer {
-            Some(serde_json::Value::String(a)) => final_answer(&a),
-            Some(serde_json::Value::Number(n)) => n.to_string(),
-            Some(_) => {
+            if problems.len() == MAX_PROBLEMS {
                 return Err(bad(
                     line_no,
-                    "\"answer\" must be a string or a number".into(),
-                ))
+                    format!("the set has more than {MAX_PROBLEMS} problems"),
+                ));
             }
-            None => return Err(bad(line_no, "missing \"answer\"".into())),
-        };
-        if answer.is_empty() {
-            return Err(bad(line_no, "\"answer\" is empty".into()));
-        }
-        let id = match raw.id {
-            Some(serde_json::Value::String(s)) if !s.is_empty() => s,
-            Some(serde_json::Value::Number(n)) => n.to_string(),
-            _ => format!("{stem}-{line_no}"),
-        };
-        problems.push(Problem {
-            id,
-            question,
-            answer,
-        });
-    }
+            let raw: RawProblem = serde_json::from_str(line).map_err(|e| {
+                bad(
+                    line_no,
+                    format!("not a JSON object with question and answer ({e})"),
+                )
+            })?;
+            let question = match raw.question {
+                Some(serde_json::Value::String(q)) if !q.trim().is_empty() => q.trim().to_owned(),
+                Some(serde_json::Value::String(_)) => {
+                    return Err(bad(line_no, "\"question\" is empty".into()))
+                }
+                Some(_) => return Err(bad(line_no, "\"question\" must be a string".into())),
+                None => return Err(bad(line_no, "missing \"question\"".into())),
+            };
+            let answer = match raw.answer {
+                Some(serde_json::Value::String(a)) => final_answer(&a),
+                Some(serde_json::Value::Number(n)) => n.to_string(),
+                Some(_) => {
+                    return Err(bad(
+                        line_no,
+                        "\"answer\" must be a string or a number".into(),
+                    ))
+                }
+                None => return Err(bad(line_no, "missing \"answer\"".into())),
+            };
+            if answer.is_empty() {
+                return Err(bad(line_no, "\"answer\" is empty".into()));
+            }
+            let id = match raw.id {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => s,
+                Some(serde_json::Value::Number(n)) => n.to_string(),
+                _ => format!("{stem}-{line_no}"),
+            };
+            problems.push(Problem {
+                id,
+                question,
+                answer,
+            });
+            Ok(())
+        },
+    )?;
     if problems.is_empty() {
         return Err(LabError::EmptySet {
             path: path.to_owned(),

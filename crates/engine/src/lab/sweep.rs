@@ -339,41 +339,66 @@ pub struct SweepOutcome {
     pub ignored: usize,
 }
 
+/// Longest line a results file may have (a record of 64 samples is a few KiB).
+pub const MAX_RESULT_LINE_BYTES: usize = 4 << 20;
+/// Most records a results file may hold.
+pub const MAX_RESULT_LINES: usize = 1 << 20;
+
 /// Read a results file. A missing file is empty; a torn last line (from an interruption during
-/// a write) is dropped; any other bad line is an error.
+/// a write) is dropped; any other bad line is an error naming its number.
 pub fn read_results(path: &Path) -> Result<Vec<ProblemRecord>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(LabError::io(path, e)),
     };
-    let lines: Vec<&str> = text.lines().collect();
+    parse_results(std::io::BufReader::new(file), path)
+}
+
+/// Parse results lines from `reader` (see [`read_results`]); `path` names it in messages.
+/// Lines and their count are bounded, so a hostile file cannot take unbounded memory.
+pub fn parse_results(reader: impl std::io::BufRead, path: &Path) -> Result<Vec<ProblemRecord>> {
     let mut out = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<ProblemRecord>(line) {
-            Ok(r) => out.push(r),
-            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {
-                tracing::warn!("dropping a torn last line of {}", path.display());
+    let mut pending: Option<(usize, String)> = None;
+    super::for_each_line(
+        reader,
+        path,
+        MAX_RESULT_LINE_BYTES,
+        MAX_RESULT_LINES,
+        |line_no, line, terminated| {
+            if line.trim().is_empty() {
+                return Ok(());
             }
-            Err(e) => {
-                return Err(LabError::BadLine {
-                    path: path.to_owned(),
-                    line: i + 1,
-                    reason: format!("not a sweep result ({e})"),
-                })
+            match serde_json::from_str::<ProblemRecord>(line) {
+                Ok(r) => out.push(r),
+                // A torn last line has no newline; it is only known to be last at the end.
+                Err(e) if !terminated => pending = Some((line_no, e.to_string())),
+                Err(e) => {
+                    return Err(LabError::BadLine {
+                        path: path.to_owned(),
+                        line: line_no,
+                        reason: format!("not a sweep result ({e})"),
+                    })
+                }
             }
-        }
+            Ok(())
+        },
+    )?;
+    if let Some((line, _)) = pending {
+        tracing::warn!("dropping a torn last line ({line}) of {}", path.display());
     }
     Ok(out)
 }
 
-/// Appends records, one JSON line each, flushed and synced as each is written.
+/// Appends records, one JSON line each, flushed and synced as each is written. Appending never
+/// rewrites earlier lines; a torn line left by a crash is cut off when the file is next opened,
+/// and a write that fails part way (a full disk) is cut off at once, so the next record does not
+/// join it.
 struct ResultsWriter {
     file: std::fs::File,
     path: std::path::PathBuf,
+    /// Length of the file up to its last whole line.
+    len: u64,
 }
 
 impl ResultsWriter {
@@ -387,19 +412,17 @@ impl ResultsWriter {
             .create(true)
             .open(path)
             .map_err(|e| LabError::io(path, e))?;
-        // A torn last line (the process died during a write) is cut off, so that the records
-        // appended after it stay readable.
-        let mut text = Vec::new();
-        file.read_to_end(&mut text)
-            .map_err(|e| LabError::io(path, e))?;
-        if text.last().is_some_and(|&b| b != b'\n') {
-            let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            file.set_len(keep as u64)
-                .map_err(|e| LabError::io(path, e))?;
+        let len = whole_lines_len(&mut file).map_err(|e| LabError::io(path, e))?;
+        if file.metadata().map_err(|e| LabError::io(path, e))?.len() != len {
+            // A torn last line (the process died during a write) is cut off, so that the
+            // records appended after it stay readable.
+            file.set_len(len).map_err(|e| LabError::io(path, e))?;
+            file.sync_all().map_err(|e| LabError::io(path, e))?;
         }
         Ok(Self {
             file,
             path: path.to_owned(),
+            len,
         })
     }
 
@@ -407,11 +430,38 @@ impl ResultsWriter {
         let mut line = serde_json::to_string(record)
             .map_err(|e| LabError::io(&self.path, std::io::Error::other(e)))?;
         line.push('\n');
-        self.file
+        let written = self
+            .file
             .write_all(line.as_bytes())
-            .and_then(|_| self.file.sync_data())
-            .map_err(|e| LabError::io(&self.path, e))
+            .and_then(|_| self.file.sync_data());
+        if let Err(e) = written {
+            // Cut the partial line off; the records before it stay as they were.
+            let _ = self.file.set_len(self.len);
+            return Err(LabError::io(&self.path, e));
+        }
+        self.len += line.len() as u64;
+        Ok(())
     }
+}
+
+/// Length of `file` up to and including its last newline (0 if it has none), reading only
+/// its tail.
+fn whole_lines_len(file: &mut std::fs::File) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; 64 << 10];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// Seed of a problem's runs: the sweep seed mixed with the problem, so that a problem gets the
@@ -897,7 +947,8 @@ pub fn write_csv(points: &[SweepPoint], path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
     }
-    std::fs::write(path, to_csv(points)).map_err(|e| LabError::io(path, e))
+    crate::atomic::write(path, to_csv(points).as_bytes())?;
+    Ok(())
 }
 
 /// The points as a plain-text table for a terminal.

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::gguf::GgufFile;
+use super::rope::{RopeScaling, RopeTable};
 use crate::error::{EngineError, Result};
 
 /// Model families the forward pass implements.
@@ -17,18 +18,30 @@ pub enum Arch {
     Qwen3,
     /// Gemma 3: q/k norms, sandwich norms, GELU, sliding-window layers, scaled embeddings.
     Gemma3,
+    /// Phi-3 / Phi-3.5 / Phi-4-mini: fused q/k/v and gate/up matrices, NeoX rotary layout
+    /// (often partial), LongRoPE factors.
+    Phi3,
+    /// SmolLM3: llama with every fourth layer attending without rotary embeddings.
+    Smollm3,
 }
 
 impl Arch {
+    /// Every architecture the forward pass implements.
+    pub const ALL: [Self; 6] = [
+        Self::Llama,
+        Self::Qwen2,
+        Self::Qwen3,
+        Self::Gemma3,
+        Self::Phi3,
+        Self::Smollm3,
+    ];
+
     /// Parse `general.architecture`.
     pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "llama" => Ok(Self::Llama),
-            "qwen2" => Ok(Self::Qwen2),
-            "qwen3" => Ok(Self::Qwen3),
-            "gemma3" => Ok(Self::Gemma3),
-            other => Err(EngineError::UnsupportedArchitecture(other.to_owned())),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name() == name)
+            .ok_or_else(|| EngineError::UnsupportedArchitecture(name.to_owned()))
     }
 
     /// The name used as a GGUF metadata prefix.
@@ -38,7 +51,14 @@ impl Arch {
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
             Self::Gemma3 => "gemma3",
+            Self::Phi3 => "phi3",
+            Self::Smollm3 => "smollm3",
         }
+    }
+
+    /// The supported names, comma separated (for error messages).
+    pub fn supported() -> String {
+        Self::ALL.map(Self::name).join(", ")
     }
 }
 
@@ -107,11 +127,20 @@ pub struct ModelConfig {
     pub post_norms: bool,
     /// Biases on the q/k/v projections.
     pub qkv_bias: bool,
+    /// Rotary scaling (type, factor, YaRN, factor tensors).
+    pub rope_scaling: RopeScaling,
+    /// Every `no_rope_period`-th layer (1-based) attends without rotary embeddings (SmolLM3: 4).
+    pub no_rope_period: Option<usize>,
+    /// q, k and v are one `attn_qkv` matrix in the file (Phi-3), split at load.
+    pub fused_qkv: bool,
+    /// Gate and up are one `ffn_up` matrix of twice the width, gate rows first (Phi-3), split at
+    /// load.
+    pub fused_gate_up: bool,
 }
 
 impl ModelConfig {
     /// Read and validate the hyper-parameters for the file's architecture.
-    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+    pub fn from_gguf<R>(gguf: &GgufFile<R>) -> Result<Self> {
         let arch = Arch::from_name(&gguf.string("general.architecture")?)?;
         let p = arch.name();
         let key = |k: &str| format!("{p}.{k}");
@@ -137,9 +166,14 @@ impl ModelConfig {
         let rope_base = gguf
             .f32_opt(&key("rope.freq_base"))?
             .unwrap_or(default_base);
-        let rope_base_local = gguf
-            .f32_opt(&key("rope.local_freq_base"))?
-            .unwrap_or(10_000.0);
+        // Sliding-window layers' base: `rope.freq_base_swa` (llama.cpp's name), the older
+        // `rope.local_freq_base`, or Gemma 3's 10000.
+        let rope_base_local = match gguf.f32_opt(&key("rope.freq_base_swa"))? {
+            Some(b) => b,
+            None => gguf
+                .f32_opt(&key("rope.local_freq_base"))?
+                .unwrap_or(10_000.0),
+        };
         let rope_dim = gguf
             .usize_opt(&key("rope.dimension_count"))?
             .unwrap_or(head_dim);
@@ -157,6 +191,14 @@ impl ModelConfig {
             Arch::Qwen2 => (RopeStyle::Neox, Activation::Silu, false, false, true),
             Arch::Qwen3 => (RopeStyle::Neox, Activation::Silu, true, false, false),
             Arch::Gemma3 => (RopeStyle::Neox, Activation::GeluTanh, true, true, false),
+            Arch::Phi3 => (RopeStyle::Neox, Activation::Silu, false, false, false),
+            Arch::Smollm3 => (
+                RopeStyle::Interleaved,
+                Activation::Silu,
+                false,
+                false,
+                false,
+            ),
         };
         let sliding_window = if arch == Arch::Gemma3 {
             gguf.usize_opt(&key("attention.sliding_window"))?
@@ -171,7 +213,17 @@ impl ModelConfig {
         } else {
             1.0
         };
-        let attn_scale = 1.0 / (head_dim.max(1) as f32).sqrt();
+        // llama.cpp scales Gemma 3 27B (62 layers) by the width per head, not the head size.
+        let attn_scale = if arch == Arch::Gemma3 && n_layer == 62 && n_head > 0 {
+            1.0 / ((hidden / n_head).max(1) as f32).sqrt()
+        } else {
+            1.0 / (head_dim.max(1) as f32).sqrt()
+        };
+        let rope_scaling = RopeScaling::from_gguf(gguf, p, context_length)?;
+        // llama.cpp hard-codes SmolLM3's pattern; no GGUF key names it.
+        let no_rope_period = (arch == Arch::Smollm3).then_some(4);
+        let fused_qkv = gguf.has_tensor("blk.0.attn_qkv.weight");
+        let fused_gate_up = arch == Arch::Phi3 && !gguf.has_tensor("blk.0.ffn_gate.weight");
 
         let config = Self {
             arch,
@@ -196,8 +248,32 @@ impl ModelConfig {
             qk_norm,
             post_norms,
             qkv_bias,
+            rope_scaling,
+            no_rope_period,
+            fused_qkv,
+            fused_gate_up,
         };
         config.validate()?;
+        Ok(config)
+    }
+
+    /// [`Self::from_gguf`] plus the rope factor tensors the file carries: what loading a model
+    /// uses.
+    pub fn load(gguf: &mut GgufFile) -> Result<Self> {
+        let mut config = Self::from_gguf(gguf)?;
+        // llama.cpp hands factor tensors to the rotary embedding only in these graphs (llama's
+        // `rope_freqs`, phi3's long/short factors); the others pass none, whatever the file has.
+        if matches!(config.arch, Arch::Llama | Arch::Phi3) {
+            config.rope_scaling.read_factors(gguf, config.rope_dim)?;
+        } else if ["rope_freqs.weight", "rope_factors_long.weight"]
+            .iter()
+            .any(|t| gguf.has_tensor(t))
+        {
+            tracing::warn!(
+                "{} ignores rope factor tensors, as llama.cpp does",
+                config.arch.name()
+            );
+        }
         Ok(config)
     }
 
@@ -272,6 +348,28 @@ impl ModelConfig {
         } else {
             self.rope_base
         }
+    }
+
+    /// Whether a layer applies rotary embeddings (SmolLM3 leaves every fourth one out).
+    pub fn layer_uses_rope(&self, layer: usize) -> bool {
+        self.no_rope_period
+            .is_none_or(|p| !(layer + 1).is_multiple_of(p))
+    }
+
+    /// The rotary embedding of a layer, or `None` where it has none. Scaling (linear, YaRN,
+    /// factor tensors) applies to global layers; llama.cpp runs Gemma 3's sliding-window layers
+    /// at their own base, unscaled. The context is the trained one, which thinkscope runs with.
+    pub fn layer_rope(&self, layer: usize) -> Option<RopeTable> {
+        if !self.layer_uses_rope(layer) {
+            return None;
+        }
+        let sliding = self.layer_window(layer).is_some();
+        Some(self.rope_scaling.table(
+            self.layer_rope_base(layer),
+            self.rope_dim,
+            self.context_length,
+            !sliding,
+        ))
     }
 
     /// Approximate parameter count of the transformer (used for FLOP estimates).

@@ -9,7 +9,7 @@
 use std::any::Any;
 use std::io::Read;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -19,6 +19,7 @@ use super::attention;
 use super::config::{Activation, ModelConfig, RopeStyle};
 use super::gguf::GgufFile;
 use super::math::{fast_exp, gelu_tanh};
+use super::rope::RopeTable;
 use crate::backend::{
     BackendInfo, BlockId, ForwardBackend, ForwardBatch, KvLayout, KvStorage, LogitsWanted,
     BLOCK_TOKENS,
@@ -75,8 +76,8 @@ pub(crate) struct CpuBackend {
     output: Linear,
     output_norm: Vec<f32>,
     layers: Vec<Layer>,
-    /// Per layer: inverse frequencies of the rotary embedding.
-    inv_freq: Vec<Vec<f32>>,
+    /// Per layer: the rotary embedding (`None`: the layer has none).
+    rope: Vec<Option<RopeTable>>,
     /// Instruction set of the own kernels.
     isa: Isa,
     /// Threads for the forward pass (as many as the global pool has: `RAYON_NUM_THREADS`).
@@ -256,11 +257,42 @@ impl CpuBackend {
                 }
             };
             let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
+            let [wq, wk, wv] = if c.fused_qkv {
+                let [q, k, v] = linears(
+                    gguf,
+                    &name("attn_qkv.weight"),
+                    [q_dim, kv_dim, kv_dim],
+                    c.hidden,
+                    device,
+                )?;
+                [q, k, v]
+            } else {
+                [
+                    linear(gguf, &name("attn_q.weight"), q_dim, c.hidden, device)?,
+                    linear(gguf, &name("attn_k.weight"), kv_dim, c.hidden, device)?,
+                    linear(gguf, &name("attn_v.weight"), kv_dim, c.hidden, device)?,
+                ]
+            };
+            let [gate, up] = if c.fused_gate_up {
+                // llama.cpp's SWIGLU: the first half of the rows gates the second.
+                linears(
+                    gguf,
+                    &name("ffn_up.weight"),
+                    [c.ffn, c.ffn],
+                    c.hidden,
+                    device,
+                )?
+            } else {
+                [
+                    linear(gguf, &name("ffn_gate.weight"), c.ffn, c.hidden, device)?,
+                    linear(gguf, &name("ffn_up.weight"), c.ffn, c.hidden, device)?,
+                ]
+            };
             let layer = Layer {
                 attn_norm: gguf.vector(&name("attn_norm.weight"), c.hidden)?,
-                wq: linear(gguf, &name("attn_q.weight"), q_dim, c.hidden, device)?,
-                wk: linear(gguf, &name("attn_k.weight"), kv_dim, c.hidden, device)?,
-                wv: linear(gguf, &name("attn_v.weight"), kv_dim, c.hidden, device)?,
+                wq,
+                wk,
+                wv,
                 wo: linear(gguf, &name("attn_output.weight"), c.hidden, q_dim, device)?,
                 bq: opt_vec(gguf, "attn_q.bias", q_dim)?,
                 bk: opt_vec(gguf, "attn_k.bias", kv_dim)?,
@@ -281,8 +313,8 @@ impl CpuBackend {
                     None
                 },
                 ffn_norm: gguf.vector(&name("ffn_norm.weight"), c.hidden)?,
-                gate: linear(gguf, &name("ffn_gate.weight"), c.ffn, c.hidden, device)?,
-                up: linear(gguf, &name("ffn_up.weight"), c.ffn, c.hidden, device)?,
+                gate,
+                up,
                 down: linear(gguf, &name("ffn_down.weight"), c.hidden, c.ffn, device)?,
                 post_ffn_norm: if c.post_norms {
                     Some(gguf.vector(&name("post_ffw_norm.weight"), c.hidden)?)
@@ -298,14 +330,7 @@ impl CpuBackend {
             layers.push(layer);
         }
 
-        let inv_freq = (0..c.n_layer)
-            .map(|l| {
-                let base = c.layer_rope_base(l) as f64;
-                (0..c.rope_dim / 2)
-                    .map(|i| base.powf(-2.0 * i as f64 / c.rope_dim as f64) as f32)
-                    .collect()
-            })
-            .collect();
+        let rope = (0..c.n_layer).map(|l| c.layer_rope(l)).collect();
         Ok(Self {
             config: config.clone(),
             device: device.clone(),
@@ -313,7 +338,7 @@ impl CpuBackend {
             output,
             output_norm,
             layers,
-            inv_freq,
+            rope,
             isa: kernels::detect(),
             pool: rayon::ThreadPoolBuilder::new()
                 .num_threads(rayon::current_num_threads())
@@ -436,18 +461,24 @@ impl CpuBackend {
                 rms_norm_in_place(&mut k, w, hd, c.rms_eps);
             }
             // Rotary embedding: the angles of a position once, for every head of q and k.
-            let (inv_freq, style) = (&self.inv_freq[l], c.rope_style);
-            q.par_chunks_mut(q_dim)
-                .zip(k.par_chunks_mut(kv_dim))
-                .zip(row_pos.par_iter())
-                .for_each(|((qr, kr), &pos)| {
-                    let angles: Vec<(f32, f32)> = inv_freq
-                        .iter()
-                        .map(|f| (pos as f32 * f).sin_cos())
-                        .collect();
-                    rope_row(qr, hd, &angles, style);
-                    rope_row(kr, hd, &angles, style);
-                });
+            if let Some(rope) = &self.rope[l] {
+                let style = c.rope_style;
+                q.par_chunks_mut(q_dim)
+                    .zip(k.par_chunks_mut(kv_dim))
+                    .zip(row_pos.par_iter())
+                    .for_each(|((qr, kr), &pos)| {
+                        let angles: Vec<(f32, f32)> = rope
+                            .inv_freq
+                            .iter()
+                            .map(|f| {
+                                let (sin, cos) = (pos as f32 * f).sin_cos();
+                                (sin * rope.mscale, cos * rope.mscale)
+                            })
+                            .collect();
+                        rope_row(qr, hd, &angles, style);
+                        rope_row(kr, hd, &angles, style);
+                    });
+            }
             for r in 0..rows {
                 kv.write(
                     items[row_item[r]].blocks,
@@ -626,6 +657,59 @@ fn linear(
         weight: QMatMul::from_qtensor(t)?,
         out_dim,
     })
+}
+
+/// Load a matrix that stacks `N` matrices along its rows (a fused `attn_qkv`, a gate/up pair)
+/// as `N` separate ones: with the own kernels each part is packed straight from the file, one
+/// after the other; otherwise the parts' rows are cut from the one tensor (rows are whole
+/// quantization blocks, so each part is a contiguous run of bytes).
+fn linears<const N: usize>(
+    gguf: &mut GgufFile,
+    name: &str,
+    outs: [usize; N],
+    in_dim: usize,
+    device: &Device,
+) -> Result<[Linear; N]> {
+    let total: usize = outs.iter().sum();
+    let (_, dtype) = gguf.tensor_info(name)?;
+    let own = device.is_cpu() && std::env::var("THINKSCOPE_KERNELS").as_deref() != Ok("candle");
+    if let (Some(source), true) = (own_source(dtype), own) {
+        let path = gguf.path().to_owned();
+        let (_, reader) = gguf.tensor_reader(name, &[total, in_dim])?;
+        let mut parts = Vec::with_capacity(N);
+        for &out in &outs {
+            match PackedMatrix::pack(source, out, in_dim, |buf: &mut [u8]| reader.read_exact(buf)) {
+                Ok(m) => parts.push(Linear::Own(m)),
+                Err(PackError::Read(e)) => {
+                    return Err(EngineError::Corrupt {
+                        path,
+                        reason: format!("reading tensor '{name}': {e}"),
+                    })
+                }
+                Err(PackError::Shape { .. }) => break,
+            }
+        }
+        if let Ok(parts) = <[Linear; N]>::try_from(parts) {
+            return Ok(parts);
+        }
+    }
+    let t = gguf.tensor(name, &[total, in_dim], &Device::Cpu)?;
+    let data = t.data()?;
+    let row_bytes = data.len() / total;
+    let mut start = 0;
+    let mut parts = Vec::with_capacity(N);
+    for &out in &outs {
+        let bytes = &data[start * row_bytes..(start + out) * row_bytes];
+        let storage = QStorage::from_data(std::borrow::Cow::Borrowed(bytes), device, dtype)?;
+        let part = QTensor::new(storage, (out, in_dim))?;
+        parts.push(Linear::Candle {
+            weight: QMatMul::from_qtensor(part)?,
+            out_dim: out,
+        });
+        start += out;
+    }
+    <[Linear; N]>::try_from(parts)
+        .map_err(|_| EngineError::InvalidTensor(format!("splitting '{name}'")))
 }
 
 fn rms_norm_rows(x: &[f32], out: &mut [f32], w: &[f32], width: usize, eps: f32) {

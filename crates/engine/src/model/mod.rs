@@ -4,10 +4,13 @@
 mod attention;
 pub mod config;
 mod cpu;
+pub mod describe;
 pub mod gguf;
 pub mod math;
+pub mod rope;
 pub mod sampling;
 pub mod template;
+pub mod thinking;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +21,7 @@ use serde::Serialize;
 use self::config::ModelConfig;
 use self::gguf::GgufFile;
 use self::template::ChatTemplate;
+use self::thinking::ThinkingFormat;
 use self::tokenizer::Tokenizer;
 pub use crate::backend::LogitsWanted;
 use crate::backend::{ForwardBackend, KvLayout};
@@ -49,6 +53,8 @@ pub struct Model {
     pub tokenizer: Tokenizer,
     /// Chat template, when the file has one (base models have none).
     pub template: Option<ChatTemplate>,
+    /// The thinking delimiters, for a model that thinks before it answers.
+    pub thinking: Option<ThinkingFormat>,
     /// Description for the UI.
     pub info: ModelInfo,
     backend: Box<dyn ForwardBackend>,
@@ -71,26 +77,31 @@ impl Model {
     ) -> Result<Self> {
         let _span = tracing::info_span!("load_model", path = %path.display()).entered();
         let mut gguf = GgufFile::open(path)?;
-        let config = ModelConfig::from_gguf(&gguf)?;
+        let config = ModelConfig::load(&mut gguf)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
         let backend = backend(&mut gguf, &config)?;
 
-        let template = match gguf.get_opt("tokenizer.chat_template") {
-            Some(_) => {
-                let source = gguf.string("tokenizer.chat_template")?;
+        let template_source = match gguf.get_opt("tokenizer.chat_template") {
+            Some(_) => Some(gguf.string("tokenizer.chat_template")?),
+            None => None,
+        };
+        let template = match &template_source {
+            Some(source) => {
                 let piece = |id: Option<u32>| {
                     id.and_then(|id| tokenizer.piece(id))
                         .unwrap_or_default()
                         .to_owned()
                 };
                 Some(ChatTemplate::new(
-                    &source,
+                    source,
                     &piece(tokenizer.bos_id),
                     &piece(tokenizer.eos_id),
                 )?)
             }
             None => None,
         };
+        let thinking =
+            ThinkingFormat::detect(&tokenizer, template.as_ref(), template_source.as_deref());
         let name = gguf
             .get_opt("general.name")
             .and_then(|_| gguf.string("general.name").ok())
@@ -113,6 +124,7 @@ impl Model {
             config,
             tokenizer,
             template,
+            thinking,
             info,
             backend,
         })

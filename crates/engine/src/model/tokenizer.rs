@@ -4,6 +4,12 @@
 //! pre-tokenizer chosen by `tokenizer.ggml.pre`) and SentencePiece BPE (`"llama"`, merges derived
 //! from the piece scores, byte fallback). Control and user-defined tokens are added as special
 //! tokens, so chat markup such as `<|im_start|>` is parsed as one token, as llama.cpp does.
+//!
+//! The vocabulary is untrusted: its size, piece lengths, merge list and special tokens are
+//! bounded (so building takes bounded time and memory), every merge must join two pieces of the
+//! vocabulary into a third (the `tokenizers` crate indexes out of bounds otherwise), and special
+//! ids must lie inside the vocabulary. Duplicate pieces are accepted, as real files have them:
+//! the first id is the one text encodes to, every id still decodes to its own piece.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,7 +21,6 @@ use tokenizers::decoders::strip::Strip;
 use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::{Prepend, Replace};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{
@@ -30,10 +35,63 @@ use crate::error::{EngineError, Result};
 const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
-/// Pre-tokenizer regex of Llama 3 style vocabularies.
-const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-/// Pre-tokenizer regex of Qwen 2 vocabularies (digits one by one).
-const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Most tokens in a vocabulary (the largest real ones have about 262,000).
+pub const MAX_VOCAB: usize = 1 << 22;
+/// Longest piece, in bytes.
+pub const MAX_PIECE_BYTES: usize = 1 << 12;
+/// Most bytes of all pieces together.
+pub const MAX_VOCAB_BYTES: usize = 64 << 20;
+/// Most merges of a byte-level BPE vocabulary.
+pub const MAX_MERGES: usize = 1 << 22;
+/// Most control and user-defined tokens (they become one matching automaton).
+pub const MAX_SPECIAL: usize = 1 << 16;
+/// Most bytes of all control and user-defined tokens together.
+pub const MAX_SPECIAL_BYTES: usize = 4 << 20;
+/// Most work (bytes hashed) deriving SentencePiece merges may take: each piece of c chars and b
+/// bytes costs about c * b. Gemma 3's 262,144 pieces take under 2^25.
+const MAX_SPLIT_WORK: u64 = 1 << 28;
+
+/// llama.cpp's pre-tokenizer regexes (`llm_tokenizer_bpe` in llama-vocab.cpp, in the forms it
+/// runs rather than the tokenizer.json originals: `'[sS]` for `(?i:'s)`, and for GPT-4o a letter
+/// class written with look-aheads, which treats letters outside ASCII as both cases).
+mod pre {
+    pub const GPT2: &str =
+        r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+    pub const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    pub const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    pub const GPT4O: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    pub const TEKKEN: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    pub const DIGIT: &str = r"\p{N}";
+    pub const DEFAULT: [&str; 4] = [r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", "[0-9][0-9][0-9]"];
+
+    /// The regexes for a `tokenizer.ggml.pre` name (applied one after the other, each cutting
+    /// the pieces of the previous), and whether whole words found in the vocabulary skip the
+    /// merges (llama.cpp's `ignore_merges`; those families also add BOS by default). `None`: a
+    /// name thinkscope does not implement.
+    pub fn by_name(name: &str) -> Option<(Vec<&'static str>, bool)> {
+        Some(match name {
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral"
+            | "midm-2.0" | "lfm2" => (vec![LLAMA3], true),
+            "dbrx" | "smaug-bpe" | "glm4" | "chatglm-bpe" => (vec![LLAMA3], false),
+            "qwen2" | "deepseek-r1-qwen" | "kormo" | "stablelm2" | "megrez" | "hunyuan"
+            | "solar-open" => (vec![QWEN2], false),
+            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone"
+            | "minerva-7b" => (vec![DIGIT, GPT2], false),
+            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es"
+            | "jina-v2-de" | "a.x-4.0" | "mellum" | "modern-bert" | "mpt" | "olmo" | "jais"
+            | "trillion" | "granite-docling" | "exaone4" => (vec![GPT2], false),
+            "gpt-4o" | "llama4" | "minimax-m2" => (vec![GPT4O], false),
+            "tekken" => (vec![TEKKEN], true),
+            // Also what llama.cpp uses, with a warning, when a file names none.
+            "default" => (DEFAULT.to_vec(), false),
+            _ => return None,
+        })
+    }
+
+    /// Families listed in errors.
+    pub const SUPPORTED: &str = "llama-bpe (llama3), smaug-bpe, qwen2, deepseek-r1-qwen, smollm, \
+        starcoder, gpt-2, gpt-4o, tekken, default and their aliases";
+}
 
 /// A tokenizer plus the special ids the engine needs.
 pub struct Tokenizer {
@@ -49,14 +107,19 @@ pub struct Tokenizer {
     /// Whether llama.cpp would add BOS in front of a prompt.
     pub add_bos: bool,
     special: HashSet<u32>,
+    /// Ids whose piece repeats an earlier one, mapped to that first id: the BPE model knows
+    /// each piece once, so these decode through it.
+    duplicate_of: HashMap<u32, u32>,
 }
 
 impl Tokenizer {
     /// Build the tokenizer described by the file's `tokenizer.ggml.*` metadata.
-    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+    pub fn from_gguf<R>(gguf: &GgufFile<R>) -> Result<Self> {
         let kind = gguf.string("tokenizer.ggml.model")?;
         let tokens = gguf.strings("tokenizer.ggml.tokens")?;
+        check_vocabulary(&tokens)?;
         let n = tokens.len();
+        let duplicate_of = duplicates(&tokens);
         let types = gguf
             .ints_opt("tokenizer.ggml.token_type")?
             .unwrap_or_else(|| vec![1; n]);
@@ -82,13 +145,19 @@ impl Tokenizer {
             .bool_opt("tokenizer.ggml.add_space_prefix")?
             .unwrap_or(kind == "llama");
 
+        let pre = gguf
+            .get_opt("tokenizer.ggml.pre")
+            .and_then(|_| gguf.string("tokenizer.ggml.pre").ok())
+            .unwrap_or_else(|| "default".into());
         let mut inner = match kind.as_str() {
             "gpt2" => {
                 let merges = gguf.strings("tokenizer.ggml.merges")?;
-                let pre = gguf
-                    .get_opt("tokenizer.ggml.pre")
-                    .and_then(|_| gguf.string("tokenizer.ggml.pre").ok())
-                    .unwrap_or_else(|| "default".into());
+                if merges.len() > MAX_MERGES {
+                    return Err(EngineError::Tokenizer(format!(
+                        "{} merges, more than {MAX_MERGES}",
+                        merges.len()
+                    )));
+                }
                 byte_level_bpe(&tokens, &merges, &pre)?
             }
             "llama" => {
@@ -112,13 +181,22 @@ impl Tokenizer {
 
         let mut special = HashSet::new();
         let mut added = Vec::new();
+        let mut special_bytes = 0;
         for (id, (piece, &ty)) in tokens.iter().zip(&types).enumerate() {
             if ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_USER_DEFINED {
                 special.insert(id as u32);
+                special_bytes += piece.len();
                 if !piece.is_empty() {
                     added.push(AddedToken::from(piece.clone(), true));
                 }
             }
+        }
+        if special.len() > MAX_SPECIAL || special_bytes > MAX_SPECIAL_BYTES {
+            return Err(EngineError::Tokenizer(format!(
+                "{} control and user-defined tokens of {special_bytes} bytes, more than \
+                 {MAX_SPECIAL} tokens or {MAX_SPECIAL_BYTES} bytes",
+                special.len()
+            )));
         }
         inner
             .add_special_tokens(added)
@@ -141,9 +219,14 @@ impl Tokenizer {
         }
         stop_ids.sort_unstable();
         stop_ids.dedup();
+        // llama.cpp's default when the file does not say: SentencePiece adds BOS, and so do the
+        // byte-level families that look whole words up (Llama 3, Tekken).
+        let bos_by_default = kind == "llama"
+            || (kind == "gpt2"
+                && pre::by_name(&pre).is_some_and(|(_, ignore_merges)| ignore_merges));
         let add_bos = gguf
             .bool_opt("tokenizer.ggml.add_bos_token")?
-            .unwrap_or(kind == "llama")
+            .unwrap_or(bos_by_default)
             && bos_id.is_some();
 
         Ok(Self {
@@ -154,6 +237,7 @@ impl Tokenizer {
             eos_id,
             add_bos,
             special,
+            duplicate_of,
         })
     }
 
@@ -183,6 +267,16 @@ impl Tokenizer {
 
     /// Text for a run of tokens (special tokens included verbatim).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let remapped: Vec<u32>;
+        let ids = if self.duplicate_of.is_empty() {
+            ids
+        } else {
+            remapped = ids
+                .iter()
+                .map(|id| self.duplicate_of.get(id).copied().unwrap_or(*id))
+                .collect();
+            &remapped
+        };
         self.inner
             .decode(ids, false)
             .map_err(|e| EngineError::Tokenizer(e.to_string()))
@@ -193,7 +287,7 @@ impl Tokenizer {
         if self.special.contains(&id) {
             return self.pieces.get(id as usize).cloned().unwrap_or_default();
         }
-        self.inner.decode(&[id], false).unwrap_or_default()
+        self.decode(&[id]).unwrap_or_default()
     }
 
     /// Whether an id is a control or user-defined token.
@@ -241,6 +335,56 @@ impl TextStream {
     }
 }
 
+/// Bounds on the vocabulary before anything is built from it.
+fn check_vocabulary(tokens: &[String]) -> Result<()> {
+    let bad = |m: String| Err(EngineError::Tokenizer(m));
+    if tokens.is_empty() {
+        return bad("the vocabulary is empty".into());
+    }
+    if tokens.len() > MAX_VOCAB {
+        return bad(format!(
+            "the vocabulary has {} tokens, more than {MAX_VOCAB}",
+            tokens.len()
+        ));
+    }
+    let mut total = 0;
+    for (id, t) in tokens.iter().enumerate() {
+        if t.len() > MAX_PIECE_BYTES {
+            return bad(format!(
+                "token {id} is {} bytes long, more than {MAX_PIECE_BYTES}",
+                t.len()
+            ));
+        }
+        total += t.len();
+    }
+    if total > MAX_VOCAB_BYTES {
+        return bad(format!(
+            "the vocabulary's pieces take {total} bytes, more than {MAX_VOCAB_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
+/// Later ids of repeated pieces, each mapped to the piece's first id.
+fn duplicates(tokens: &[String]) -> HashMap<u32, u32> {
+    let mut first: HashMap<&str, u32> = HashMap::with_capacity(tokens.len());
+    let mut dups = HashMap::new();
+    for (id, t) in tokens.iter().enumerate() {
+        let id = id as u32;
+        let f = *first.entry(t.as_str()).or_insert(id);
+        if f != id {
+            dups.insert(id, f);
+        }
+    }
+    if !dups.is_empty() {
+        tracing::warn!(
+            "{} vocabulary pieces repeat an earlier one; text encodes to the first",
+            dups.len()
+        );
+    }
+    dups
+}
+
 fn vocab_map(tokens: &[String]) -> tokenizers::models::bpe::Vocab {
     let mut vocab: HashMap<String, u32> = HashMap::with_capacity(tokens.len());
     for (id, t) in tokens.iter().enumerate() {
@@ -254,47 +398,55 @@ fn byte_level_bpe(tokens: &[String], merges: &[String], pre: &str) -> Result<HfT
     let vocab = vocab_map(tokens);
     let mut pairs = Vec::with_capacity(merges.len());
     for (i, m) in merges.iter().enumerate() {
-        let Some((a, b)) = m.split_once(' ') else {
+        let Some((a, b)) = m
+            .split_once(' ')
+            .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+        else {
             return Err(EngineError::InvalidMetadata(format!(
                 "merge {i} ({m:?}) is not two tokens separated by a space"
             )));
         };
+        // Both halves and their join must be pieces: the BPE builder copies the join into a
+        // buffer as long as the longest piece, out of bounds for a join it does not know.
+        let joined = format!("{a}{b}");
+        if let Some(missing) = [a, b, joined.as_str()]
+            .into_iter()
+            .find(|p| !vocab.contains_key(*p))
+        {
+            return Err(EngineError::InvalidMetadata(format!(
+                "merge {i} ({m:?}) uses {missing:?}, which is not in the vocabulary"
+            )));
+        }
         pairs.push((a.to_owned(), b.to_owned()));
     }
+    let Some((regexes, ignore_merges)) = pre::by_name(pre) else {
+        return Err(EngineError::Tokenizer(format!(
+            "unsupported pre-tokenizer '{pre}' (tokenizer.ggml.pre; supported: {})",
+            pre::SUPPORTED
+        )));
+    };
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, pairs)
-        .ignore_merges(matches!(pre, "llama-bpe" | "llama3"))
+        .ignore_merges(ignore_merges)
         .build()
         .map_err(|e| EngineError::Tokenizer(format!("building BPE: {e}")))?;
     let mut tok = HfTokenizer::new(bpe);
 
-    let split = |pattern: &str| -> Result<PreTokenizerWrapper> {
-        Ok(Split::new(
-            SplitPattern::Regex(pattern.to_owned()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .map_err(|e| EngineError::Tokenizer(e.to_string()))?
-        .into())
-    };
-    let byte_level = ByteLevel::new(false, true, true);
-    let pre_tokenizer: PreTokenizerWrapper = match pre {
-        // SmolLM and StarCoder split every digit, then apply GPT-2's byte-level regex.
-        "smollm" | "starcoder" | "refact" => {
-            PreSequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
-        }
-        "llama-bpe" | "llama3" | "dbrx" | "smaug-bpe" => PreSequence::new(vec![
-            split(LLAMA3_PATTERN)?,
-            ByteLevel::new(false, true, false).into(),
-        ])
-        .into(),
-        "qwen2" | "deepseek-r1-qwen" => PreSequence::new(vec![
-            split(QWEN2_PATTERN)?,
-            ByteLevel::new(false, true, false).into(),
-        ])
-        .into(),
-        _ => byte_level.into(),
-    };
+    let mut steps: Vec<PreTokenizerWrapper> = Vec::with_capacity(regexes.len() + 1);
+    for pattern in regexes {
+        steps.push(
+            Split::new(
+                SplitPattern::Regex(pattern.to_owned()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?
+            .into(),
+        );
+    }
+    // The regexes did the splitting; the byte-level step only maps bytes to characters.
+    steps.push(ByteLevel::new(false, true, false).into());
+    let pre_tokenizer: PreTokenizerWrapper = PreSequence::new(steps).into();
     tok.with_pre_tokenizer(Some(pre_tokenizer));
     tok.with_decoder(Some(ByteLevelDecoder::default()));
     Ok(tok)
@@ -310,15 +462,23 @@ fn sentencepiece_bpe(
 ) -> Result<HfTokenizer> {
     let vocab = vocab_map(tokens);
     let mut ranked: Vec<(f32, u32, u32, usize)> = Vec::new();
+    let mut work = 0u64;
     for (id, piece) in tokens.iter().enumerate() {
         // Only normal pieces are produced by merging.
-        if types[id] != 1 || piece.chars().nth(1).is_none() {
+        if types.get(id) != Some(&1) || piece.chars().nth(1).is_none() {
             continue;
+        }
+        work += (piece.chars().count() * piece.len()) as u64;
+        if work > MAX_SPLIT_WORK {
+            return Err(EngineError::Tokenizer(format!(
+                "the vocabulary's pieces are too long to derive merges from (over \
+                 {MAX_SPLIT_WORK} bytes of splits by token {id})"
+            )));
         }
         for (split, _) in piece.char_indices().skip(1) {
             let (a, b) = piece.split_at(split);
             if let (Some(&ia), Some(&ib)) = (vocab.get(a), vocab.get(b)) {
-                ranked.push((scores[id], ia, ib, id));
+                ranked.push((scores.get(id).copied().unwrap_or(0.0), ia, ib, id));
             }
         }
     }
