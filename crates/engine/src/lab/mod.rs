@@ -6,9 +6,13 @@
 //! over random subsets), so a sweep costs one run per problem and strategy, not one per budget.
 //! No GUI code lives here: the CLI, the app and the tests drive the same functions.
 
+mod config;
 pub mod estimators;
+mod output;
 pub mod plot;
 pub mod problems;
+mod records;
+mod summary;
 pub mod sweep;
 
 use std::path::PathBuf;
