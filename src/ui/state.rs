@@ -175,6 +175,10 @@ pub struct Settings {
     pub lab: crate::ui::lab_view::LabSettings,
     /// Which view is open.
     pub view: View,
+    /// Last server URL in "Connect to server" (never the API key).
+    pub server_url: String,
+    /// Last server model in "Connect to server".
+    pub server_model: String,
 }
 
 /// The app's two views.
@@ -198,6 +202,8 @@ impl Default for Settings {
             teaching_note: false,
             lab: Default::default(),
             view: View::Explore,
+            server_url: String::new(),
+            server_model: String::new(),
         }
     }
 }

@@ -17,6 +17,9 @@ pub struct CostSnapshot {
     pub prompt_tokens_computed: u64,
     /// Tokens whose KV came from cache instead of being computed.
     pub tokens_reused: u64,
+    /// True when the service cannot say how many tokens it reused (a server that reports no
+    /// cached prompt tokens): show "unknown", not `tokens_reused`.
+    pub tokens_reused_unknown: bool,
     /// Tokens chosen by a sampler (plus inserted tokens, which are computed too).
     pub generated_tokens: u64,
     /// Forward passes this run took part in (shared batched passes count for each run in them).

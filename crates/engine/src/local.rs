@@ -162,6 +162,7 @@ impl LocalService {
                 top_alternatives: TOKEN_ALTERNATIVES,
                 exact_entropy: true,
                 full_logprobs: true,
+                reuse_reported: true,
             },
         };
         // The first engine is made here, so a backend that cannot make one fails the start.
