@@ -9,6 +9,8 @@ pub mod device;
 pub mod error;
 pub mod events;
 pub mod fetch;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod generate;
 pub mod kv;
 pub mod lab;
