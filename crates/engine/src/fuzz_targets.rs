@@ -29,8 +29,7 @@ const VIRTUAL_TAIL: u64 = 64 << 20;
 /// (encode and decode), chat template (compile and render) and every tensor's data.
 pub fn gguf_header(data: &[u8]) {
     let len = data.len() as u64 + VIRTUAL_TAIL;
-    let Ok(mut gguf) = GgufFile::from_reader(Path::new("fuzz.gguf"), Cursor::new(data), len)
-    else {
+    let Ok(mut gguf) = GgufFile::from_reader(Path::new("fuzz.gguf"), Cursor::new(data), len) else {
         return;
     };
     let _ = ModelConfig::from_gguf(&gguf);
@@ -107,7 +106,10 @@ pub fn tokenizer(data: &[u8]) {
     let byte_level = flags & 1 == 0;
     if flags & 2 != 0 && byte_level {
         // All 256 byte pieces first, so merges can meet real pieces.
-        let mut all: Vec<String> = crate::tiny::byte_chars().into_iter().map(String::from).collect();
+        let mut all: Vec<String> = crate::tiny::byte_chars()
+            .into_iter()
+            .map(String::from)
+            .collect();
         all.append(&mut pieces);
         pieces = all;
     }
@@ -146,7 +148,10 @@ pub fn tokenizer(data: &[u8]) {
     ] {
         if flags & (1 << bit) != 0 {
             // Sometimes one past the end.
-            meta.push((key.into(), Value::U32((n as u32).saturating_sub(u32::from(flags >> 7)))));
+            meta.push((
+                key.into(),
+                Value::U32((n as u32).saturating_sub(u32::from(flags >> 7))),
+            ));
         }
     }
     meta.push((
@@ -233,7 +238,12 @@ pub fn problems(data: &[u8]) {
         }
     }
     let text = String::from_utf8_lossy(data);
-    if let Ok(spec) = text.lines().next().unwrap_or_default().parse::<GeneratorSpec>() {
+    if let Ok(spec) = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .parse::<GeneratorSpec>()
+    {
         if spec.count <= 64 {
             let _ = problems::generate(&spec, 7);
         }
@@ -275,7 +285,10 @@ pub fn answer(data: &[u8]) {
     let _ = answer::normalize(&text);
     let _ = answer::last_number(&text);
     let _ = answer::parse_number(&text);
-    let mid = text.char_indices().nth(text.chars().count() / 2).map_or(0, |(i, _)| i);
+    let mid = text
+        .char_indices()
+        .nth(text.chars().count() / 2)
+        .map_or(0, |(i, _)| i);
     let (a, b) = text.split_at(mid);
     let _ = answer::answers_match(a, b);
     if let Some(g) = got {
@@ -307,12 +320,16 @@ pub fn gguf_structured(data: &[u8]) {
 pub fn tiny_seeds() -> &'static [Vec<u8>] {
     static SEEDS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
     SEEDS.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("thinkscope-fuzz-seeds-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("thinkscope-fuzz-seeds-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let mut out = Vec::new();
-        for (i, spec) in [crate::tiny::TinySpec::llama(), crate::tiny::TinySpec::gemma3()]
-            .iter()
-            .enumerate()
+        for (i, spec) in [
+            crate::tiny::TinySpec::llama(),
+            crate::tiny::TinySpec::gemma3(),
+        ]
+        .iter()
+        .enumerate()
         {
             let p = dir.join(format!("tiny{i}.gguf"));
             if crate::tiny::write_tiny_model(&p, spec).is_ok() {
@@ -477,7 +494,11 @@ impl GgufImage {
                 }
                 2 => {
                     let key = KEYS[r.below(KEYS.len())];
-                    let like = self.meta.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+                    let like = self
+                        .meta
+                        .iter()
+                        .find(|(k, _)| k == key)
+                        .map(|(_, v)| v.clone());
                     let v = self.value(r, like.as_ref());
                     self.meta.retain(|(k, _)| k != key);
                     self.meta.push((key.into(), v));
@@ -504,7 +525,8 @@ impl GgufImage {
                 }
                 7 if n_tensors > 0 => {
                     let i = r.below(n_tensors);
-                    self.tensors[i].2 = [0, 1, 2, 3, 6, 7, 8, 9, 10, 12, 14, 16, 30, 99][r.below(14)];
+                    self.tensors[i].2 =
+                        [0, 1, 2, 3, 6, 7, 8, 9, 10, 12, 14, 16, 30, 99][r.below(14)];
                 }
                 8 if n_tensors > 0 => {
                     let i = r.below(n_tensors);
@@ -607,8 +629,11 @@ impl GgufImage {
     }
 }
 
+/// A fuzz target: any bytes in, nothing out, no panic.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the stable loop and the seed writer.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("gguf_header", gguf_header),
     ("gguf_model", gguf_model),
     ("gguf_structured", gguf_structured),
@@ -762,7 +787,8 @@ pub fn text_seeds(target: &str) -> Vec<Vec<u8>> {
 /// Seeds for the tokenizer target.
 pub fn tokenizer_seeds() -> Vec<Vec<u8>> {
     vec![
-        b"\x02\xc4\xa0t\nhe\n\xc4\xa0the\0\xc4\xa0 t\nh e\n\xc4\xa0t he\0the cat in the hat".to_vec(),
+        b"\x02\xc4\xa0t\nhe\n\xc4\xa0the\0\xc4\xa0 t\nh e\n\xc4\xa0t he\0the cat in the hat"
+            .to_vec(),
         b"\x01<unk>\n\xe2\x96\x81\na\n\xe2\x96\x81a\naa\0\0a aa aaa".to_vec(),
         b"\x32<|im_start|>\n<|im_end|>\nab\na\nb\0a b\0<|im_start|>ab<|im_end|>".to_vec(),
     ]

@@ -58,7 +58,11 @@ fn run(name: &str, target: fn(&[u8]), seeds: &[Seed], iterations: usize, max_ext
         let max_len = seed.bytes.len() + max_extra;
         let input = if i % 4 != 3 && seed.head < seed.bytes.len() {
             // Mostly the header, the data left in place.
-            let mut v = m.mutate(&seed.bytes[..seed.head], &other[..seed.head.min(other.len())], max_len);
+            let mut v = m.mutate(
+                &seed.bytes[..seed.head],
+                &other[..seed.head.min(other.len())],
+                max_len,
+            );
             v.extend_from_slice(&seed.bytes[seed.head..]);
             v
         } else {
@@ -68,7 +72,10 @@ fn run(name: &str, target: fn(&[u8]), seeds: &[Seed], iterations: usize, max_ext
         if let Err(panic) = result {
             let path: PathBuf = std::env::temp_dir().join(format!("fuzz-loop-{name}-{i}.bin"));
             let _ = std::fs::write(&path, &input);
-            eprintln!("{name}: mutant {i} panicked; input saved to {}", path.display());
+            eprintln!(
+                "{name}: mutant {i} panicked; input saved to {}",
+                path.display()
+            );
             std::panic::resume_unwind(panic);
         }
     }
@@ -90,13 +97,25 @@ fn gguf_header_loop() {
     run("gguf_header", fuzz_targets::gguf_header, &seeds, 1500, 256);
     if let Some(real) = real_header() {
         seeds = vec![real];
-        run("gguf_header_real", fuzz_targets::gguf_header, &seeds, 40, 256);
+        run(
+            "gguf_header_real",
+            fuzz_targets::gguf_header,
+            &seeds,
+            40,
+            256,
+        );
     }
 }
 
 #[test]
 fn gguf_model_loop() {
-    run("gguf_model", fuzz_targets::gguf_model, &tiny_models(), 400, 256);
+    run(
+        "gguf_model",
+        fuzz_targets::gguf_model,
+        &tiny_models(),
+        400,
+        256,
+    );
 }
 
 #[test]
@@ -110,7 +129,10 @@ fn gguf_structured_loop() {
         if let Err(panic) = result {
             let path = std::env::temp_dir().join(format!("fuzz-loop-gguf_structured-{i}.bin"));
             let _ = std::fs::write(&path, &recipe);
-            eprintln!("gguf_structured: recipe {i} panicked; saved to {}", path.display());
+            eprintln!(
+                "gguf_structured: recipe {i} panicked; saved to {}",
+                path.display()
+            );
             std::panic::resume_unwind(panic);
         }
     }
@@ -130,13 +152,37 @@ fn tokenizer_loop() {
 
 #[test]
 fn template_loop() {
-    run("template", fuzz_targets::template, &text("template"), 8000, 512);
+    run(
+        "template",
+        fuzz_targets::template,
+        &text("template"),
+        8000,
+        512,
+    );
 }
 
 #[test]
 fn session_problems_results_answer_loops() {
-    run("session", fuzz_targets::session, &text("session"), 10000, 512);
-    run("problems", fuzz_targets::problems, &text("problems"), 10000, 512);
-    run("results", fuzz_targets::results, &text("results"), 10000, 512);
+    run(
+        "session",
+        fuzz_targets::session,
+        &text("session"),
+        10000,
+        512,
+    );
+    run(
+        "problems",
+        fuzz_targets::problems,
+        &text("problems"),
+        10000,
+        512,
+    );
+    run(
+        "results",
+        fuzz_targets::results,
+        &text("results"),
+        10000,
+        512,
+    );
     run("answer", fuzz_targets::answer, &text("answer"), 20000, 256);
 }
