@@ -12,6 +12,8 @@ pub mod events;
 pub mod fault;
 pub mod fetch;
 pub mod frontend;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod generate;
 pub mod kv;
 pub mod lab;
