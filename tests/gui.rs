@@ -22,6 +22,7 @@ fn harness(dir: &Path) -> Harness<'static, ThinkscopeApp> {
         model_path: Some(model),
         config_dir: Some(dir.join("config")),
         models_dir: dir.to_owned(),
+        ..AppOptions::default()
     });
     Harness::builder()
         .with_size([1280.0, 800.0])
@@ -196,6 +197,7 @@ fn bad_model_file_is_reported_and_the_app_keeps_running() {
         model_path: Some(bad),
         config_dir: None,
         models_dir: dir.path().to_owned(),
+        ..AppOptions::default()
     });
     let mut h = Harness::builder()
         .with_size([1280.0, 800.0])
@@ -399,6 +401,58 @@ fn a_broken_model_file_keeps_the_loaded_model() {
     h.state_mut().settings.panes[0].strategy = "system1".into();
     h.state_mut().run_all();
     wait_for(&mut h, "a run on the kept model", |a| {
+        matches!(a.panes[0].status, PaneStatus::Done(_))
+    });
+    assert!(h.state().panes[0].run.tree.nodes.len() >= 2);
+}
+
+#[test]
+fn the_device_menu_moves_the_model_and_keeps_it_when_that_fails() {
+    use thinkscope_engine::device::DevicePref;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = harness(dir.path());
+    ready(&mut h);
+    // Device > cpu, through the menu as a user picks it.
+    h.get_by_label("Device").click();
+    h.run_steps(3);
+    h.get_by_label("cpu").click();
+    h.run_steps(3);
+    wait_for(&mut h, "the reload on the CPU", |a| !a.loading());
+    assert_eq!(h.state().settings.device, DevicePref::Cpu);
+    let line = h.state().device_line().expect("a model is loaded");
+    assert!(line.starts_with("CPU"), "device line: {line}");
+
+    // Device > gpu: the best adapter, even a software one, or a clear error and the CPU model kept.
+    h.get_by_label("Device").click();
+    h.run_steps(3);
+    h.get_by_label("gpu").click();
+    h.run_steps(3);
+    wait_for(&mut h, "the reload on the GPU", |a| !a.loading());
+    assert!(h.state().model_ready(), "a model stays loaded either way");
+    let line = h.state().device_line().expect("a model is loaded");
+    if line.starts_with("GPU") {
+        assert_eq!(h.state().settings.device, DevicePref::Gpu);
+    } else {
+        eprintln!("no GPU adapter here: {:?}", h.state().notices());
+        assert!(line.starts_with("CPU"), "device line: {line}");
+        assert_eq!(
+            h.state().settings.device,
+            DevicePref::Cpu,
+            "the choice falls back"
+        );
+        assert!(
+            h.state()
+                .notices()
+                .iter()
+                .any(|n| n.contains("could not open")),
+            "the failure is reported: {:?}",
+            h.state().notices()
+        );
+    }
+    // Either way a run completes on whatever runs the model now.
+    h.state_mut().settings.panes[0].strategy = "system1".into();
+    h.state_mut().run_all();
+    wait_for(&mut h, "a run after the switch", |a| {
         matches!(a.panes[0].status, PaneStatus::Done(_))
     });
     assert!(h.state().panes[0].run.tree.nodes.len() >= 2);

@@ -28,6 +28,8 @@ pub enum Action {
     System1VsSystem2,
     /// Open another model file.
     OpenModel(PathBuf),
+    /// Run the local model on another device (reloads it; the old one stays if that fails).
+    SetDevice(thinkscope_engine::device::DevicePref),
     /// Show the "Connect to server" dialog.
     OpenConnect,
     /// Connect to an OpenAI-compatible server and run there.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use eframe::egui::{self, Ui};
+use thinkscope_engine::device::DevicePref;
 use thinkscope_engine::events::{RunId, RunOutcome};
 use thinkscope_engine::frontend::OpenOptions;
 use thinkscope_engine::lab::SweepEngine;
@@ -33,6 +34,8 @@ pub struct AppOptions {
     pub config_dir: Option<PathBuf>,
     /// Where models are looked for and fetched to.
     pub models_dir: PathBuf,
+    /// Device to run on (else the one in the settings, else `auto`).
+    pub device: Option<DevicePref>,
 }
 
 /// The application.
@@ -48,6 +51,8 @@ pub struct ThinkscopeApp {
     options: AppOptions,
     pub(crate) model: ModelSlot,
     model_path: Option<PathBuf>,
+    /// The device the loaded model runs on (what the Device menu falls back to if a switch fails).
+    loaded_device: DevicePref,
     loader: Option<Loader>,
     pub(crate) picked_tx: Sender<Picked>,
     picked_rx: Receiver<Picked>,
@@ -63,10 +68,13 @@ pub struct ThinkscopeApp {
 impl ThinkscopeApp {
     /// Create the app; the model loads in the background on the first frame.
     pub fn new(options: AppOptions) -> Self {
-        let (settings, warning) = match &options.config_dir {
+        let (mut settings, warning) = match &options.config_dir {
             Some(dir) => Settings::load(dir),
             None => (Settings::default(), None),
         };
+        if let Some(d) = options.device {
+            settings.device = d;
+        }
         let (picked_tx, picked_rx) = unbounded();
         let model_path = options
             .model_path
@@ -81,6 +89,7 @@ impl ThinkscopeApp {
             options,
             model: ModelSlot::Idle,
             model_path,
+            loaded_device: DevicePref::Auto,
             loader: None,
             picked_tx,
             picked_rx,
@@ -116,6 +125,19 @@ impl ThinkscopeApp {
     /// Whether the model is loaded and the worker running.
     pub fn model_ready(&self) -> bool {
         matches!(self.model, ModelSlot::Ready { .. })
+    }
+
+    /// The device line of what runs the model ("CPU (2 threads)", "GPU: …", "server …").
+    pub fn device_line(&self) -> Option<String> {
+        match &self.model {
+            ModelSlot::Ready { worker, .. } => Some(worker.service().info().device.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether a model is being loaded or fetched.
+    pub fn loading(&self) -> bool {
+        self.loader.is_some()
     }
 
     /// Error text of a failed model load, if any.
@@ -155,6 +177,7 @@ impl ThinkscopeApp {
         let options = OpenOptions {
             model: explicit,
             models_dir: self.options.models_dir.clone(),
+            device: self.settings.device,
             ..OpenOptions::default()
         };
         match Loader::start(options, ctx) {
@@ -167,6 +190,22 @@ impl ThinkscopeApp {
     pub fn open_model(&mut self, ctx: &egui::Context, path: PathBuf) {
         self.model_path = Some(path);
         self.start_loading(ctx);
+    }
+
+    /// Run the local model on `device` from now on: the model is loaded again there, and the
+    /// one in use stays if that fails (no GPU, say).
+    pub fn set_device(&mut self, ctx: &egui::Context, device: DevicePref) {
+        if device == self.settings.device && self.loader.is_none() && self.local_model_loaded() {
+            return;
+        }
+        self.settings.device = device;
+        self.notify(format!("Loading the model on device \"{device}\"…"), false);
+        self.start_loading(ctx);
+    }
+
+    /// Whether a local model (not a server) is loaded.
+    fn local_model_loaded(&self) -> bool {
+        matches!(self.model, ModelSlot::Ready { model: Some(_), .. })
     }
 
     /// Show the "Connect to server" dialog (File > Connect to server…).
@@ -228,6 +267,7 @@ impl ThinkscopeApp {
                     self.loader = None;
                     // `None` means the default model, fetched when missing.
                     self.settings.model_path = self.model_path.clone();
+                    self.loaded_device = self.settings.device;
                     // Replacing the worker ends the old model's runs.
                     for pane in &mut self.panes {
                         if pane.active() {
@@ -251,8 +291,10 @@ impl ThinkscopeApp {
                     let msg = format!("could not open {}: {e}", path.display());
                     self.notify(msg.clone(), true);
                     if self.model_ready() {
-                        // Keep the model that works; remember it, not the broken file.
+                        // Keep the model that works; remember it, not the broken file or
+                        // the device it could not run on.
                         self.model_path = self.settings.model_path.clone();
+                        self.settings.device = self.loaded_device;
                     } else {
                         self.model = ModelSlot::Failed(msg);
                     }
@@ -297,6 +339,7 @@ impl ThinkscopeApp {
             Action::SetPanes(n) => self.set_pane_count(n),
             Action::System1VsSystem2 => self.system1_vs_system2(),
             Action::OpenModel(p) => self.open_model(ctx, p),
+            Action::SetDevice(d) => self.set_device(ctx, d),
             Action::OpenConnect => self.open_connect_dialog(),
             Action::Connect(request) => self.connect_server(ctx, request),
             Action::PickFile(job) => {

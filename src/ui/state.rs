@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use thinkscope_engine::atomic;
 use thinkscope_engine::cost::CostSnapshot;
+use thinkscope_engine::device::DevicePref;
 use thinkscope_engine::strategy::{registry, KnobValue, Knobs, Params, RunConfig, Strategy};
 use thinkscope_engine::tree::Tree;
 
@@ -179,6 +180,8 @@ pub struct Settings {
     pub server_url: String,
     /// Last server model in "Connect to server".
     pub server_model: String,
+    /// Where the local model runs (Device menu, `--device`).
+    pub device: DevicePref,
 }
 
 /// The app's two views.
@@ -204,6 +207,7 @@ impl Default for Settings {
             view: View::Explore,
             server_url: String::new(),
             server_model: String::new(),
+            device: DevicePref::Auto,
         }
     }
 }

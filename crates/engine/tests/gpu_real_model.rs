@@ -137,3 +137,59 @@ fn gpu_greedy_ids_match_llama_cpp_and_the_cpu() {
         }
     }
 }
+
+/// Every strategy in the registry, a few tokens each, on the real model on the GPU (lavapipe
+/// in CI: slow, so the budgets are tiny; what is checked is that each one completes there).
+#[test]
+fn every_strategy_runs_a_short_run_on_the_gpu() {
+    use std::time::Duration;
+    use thinkscope_engine::events::{RunId, RunOutcome};
+    use thinkscope_engine::strategy::{registry, Knobs, RunConfig, Strategy};
+    use thinkscope_engine::tree::NodeKind;
+    use thinkscope_engine::view::{run_to_end, Watch};
+    use thinkscope_engine::worker::{Worker, WorkerOptions};
+
+    let Some(model) = gpu_model() else { return };
+    let worker = Worker::spawn(model, WorkerOptions::default(), Arc::new(|| {})).expect("worker");
+    let knobs = Knobs {
+        samples: Some(2),
+        depth: Some(1),
+        thinking: Some(2),
+    };
+    for (k, name) in registry().names().into_iter().enumerate() {
+        let mut config = RunConfig::new(
+            "2+3=?",
+            Strategy::from_name(name, &knobs).expect("strategy"),
+        );
+        config.max_tokens = 3;
+        config.seed = 3;
+        let watch = Watch {
+            idle_timeout: Some(Duration::from_secs(600)),
+            ..Watch::default()
+        };
+        let view = run_to_end(&worker, RunId(k as u64 + 1), config, watch, |_, _| {})
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            view.outcome,
+            Some(RunOutcome::Completed),
+            "{name}: {}",
+            view.error_line()
+        );
+        assert!(
+            view.cost.generated_tokens > 0,
+            "{name}: nothing sampled: {:?}",
+            view.cost
+        );
+        assert!(
+            view.tree
+                .nodes
+                .iter()
+                .any(|n| n.kind == NodeKind::Generated && !n.tokens.is_empty()),
+            "{name}: no generated text"
+        );
+        eprintln!(
+            "{name}: {} generated, {} prompt tokens, {:.1} s",
+            view.cost.generated_tokens, view.cost.prompt_tokens_computed, view.cost.wall_secs
+        );
+    }
+}

@@ -358,3 +358,59 @@ fn gpu_kv_budget_is_bounded_by_the_device() {
     let big = Engine::new(p.gpu.clone(), usize::MAX / 2).expect("engine");
     assert!(big.kv_budget_bytes() <= limit);
 }
+
+#[test]
+fn every_strategy_runs_a_short_run_on_the_gpu() {
+    use std::time::Duration;
+    use thinkscope_engine::events::{RunId, RunOutcome};
+    use thinkscope_engine::strategy::{registry, Knobs, RunConfig, Strategy};
+    use thinkscope_engine::tree::NodeKind;
+    use thinkscope_engine::view::{run_to_end, Watch};
+    use thinkscope_engine::worker::{Worker, WorkerOptions};
+
+    let Some(dev) = gpu() else { return };
+    let pair = tiny_pair(&TinySpec::llama(), &dev);
+    let worker = Worker::spawn(pair.gpu.clone(), WorkerOptions::default(), Arc::new(|| {}))
+        .expect("worker on the GPU model");
+    let line = worker.service().info().device.clone();
+    assert!(line.starts_with("GPU"), "device line {line:?}");
+    let knobs = Knobs {
+        samples: Some(2),
+        depth: Some(2),
+        thinking: Some(12),
+    };
+    for (k, name) in registry().names().into_iter().enumerate() {
+        let mut config = RunConfig::new(
+            "what is 2 + 3 ?",
+            Strategy::from_name(name, &knobs).expect("strategy"),
+        );
+        config.max_tokens = 8;
+        config.temperature = 1.0;
+        config.seed = 7;
+        let watch = Watch {
+            idle_timeout: Some(Duration::from_secs(300)),
+            ..Watch::default()
+        };
+        let view = run_to_end(&worker, RunId(k as u64 + 1), config, watch, |_, _| {})
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            view.outcome,
+            Some(RunOutcome::Completed),
+            "{name}: {}",
+            view.error_line()
+        );
+        // Sampled tokens (an end-of-text one included, which no node keeps) and passes run.
+        assert!(
+            view.cost.generated_tokens > 0 && view.cost.forward_passes > 0,
+            "{name}: nothing ran on the GPU: {:?}",
+            view.cost
+        );
+        assert!(
+            view.tree
+                .nodes
+                .iter()
+                .any(|n| n.kind == NodeKind::Generated),
+            "{name}: no generated node"
+        );
+    }
+}
