@@ -120,7 +120,7 @@ impl GenUpdate {
 
 /// Options for [`LocalService::start`].
 #[derive(Clone, Debug)]
-pub struct LocalOptions {
+pub(crate) struct LocalOptions {
     /// KV cache budget in bytes.
     pub kv_budget_bytes: usize,
 }
@@ -134,7 +134,7 @@ impl Default for LocalOptions {
 }
 
 /// The in-process sequence service over a loaded model.
-pub struct LocalService {
+pub(crate) struct LocalService {
     info: ServiceInfo,
     model: Arc<Model>,
     jobs: Sender<Job>,
@@ -143,7 +143,7 @@ pub struct LocalService {
 
 impl LocalService {
     /// Start the engine thread for `model`.
-    pub fn start(model: Arc<Model>, options: LocalOptions) -> Result<Self> {
+    pub(crate) fn start(model: Arc<Model>, options: LocalOptions) -> Result<Self> {
         let backend = model.backend().info();
         let energy = model
             .backend()
@@ -185,11 +185,6 @@ impl LocalService {
             jobs: tx,
             kv,
         })
-    }
-
-    /// The model it serves.
-    pub fn model(&self) -> &Arc<Model> {
-        &self.model
     }
 
     fn ask<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<Served<T>> {

@@ -299,7 +299,7 @@ pub(crate) struct Binder {
 }
 
 impl Binder {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             params: None,
             cache: HashMap::new(),
@@ -307,11 +307,11 @@ impl Binder {
     }
 
     /// Forget cached bind groups (a bound buffer was replaced).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.cache.clear();
     }
 
-    pub fn bind(
+    pub(crate) fn bind(
         &mut self,
         ctx: &GpuContext,
         kernel: &Kernel,
@@ -384,7 +384,7 @@ impl Binder {
     }
 
     /// Record `rec` into `enc` as one compute pass, its parameters written first.
-    pub fn encode(
+    pub(crate) fn encode(
         &mut self,
         ctx: &GpuContext,
         rec: &Recorder,
@@ -432,7 +432,7 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     /// `workgroups` workgroups (split over x and y above 32768) with these parameters.
-    pub fn dispatch(
+    pub(crate) fn dispatch(
         &mut self,
         kernel: &Arc<Kernel>,
         bind: wgpu::BindGroup,
@@ -451,7 +451,7 @@ impl Recorder {
     }
 
     /// Explicit x and y workgroup counts.
-    pub fn dispatch_xy(
+    pub(crate) fn dispatch_xy(
         &mut self,
         kernel: &Arc<Kernel>,
         bind: wgpu::BindGroup,

@@ -8,7 +8,7 @@ pub mod describe;
 pub mod gguf;
 mod gpu;
 pub mod math;
-pub mod rope;
+pub(crate) mod rope;
 pub mod sampling;
 pub mod template;
 pub mod thinking;
