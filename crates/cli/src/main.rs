@@ -161,6 +161,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             max_tokens,
             expected,
             raw,
+            thinking_mode,
             model,
             json,
         } => {
@@ -174,6 +175,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 max_tokens,
                 expected,
                 raw,
+                thinking: thinking_mode.setting(),
             }
             .config()?;
             let model = load_model(model.model.as_deref(), cli.device)?;
