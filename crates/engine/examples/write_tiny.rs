@@ -22,7 +22,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::process::exit(2);
     };
     let Some(spec) = oracle_spec(name) else {
-        return Err(format!("no tiny model is called '{name}' (run without arguments for the list)").into());
+        return Err(format!(
+            "no tiny model is called '{name}' (run without arguments for the list)"
+        )
+        .into());
     };
     let out = PathBuf::from(out);
     write_tiny_model(&out, &spec)?;

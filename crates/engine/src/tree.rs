@@ -570,6 +570,88 @@ mod tests {
         }
     }
 
+    fn marked(tokens: &[&str], marks: &[(usize, Segment)]) -> Node {
+        let mut n = node(1, Some(0), &[], 0);
+        n.text = tokens.concat();
+        n.tokens = tokens.iter().map(|t| token(t)).collect();
+        for &(at, s) in marks {
+            n.mark_segment(at, s);
+        }
+        n
+    }
+
+    #[test]
+    fn segment_marks_give_runs_and_drop_what_changes_nothing() {
+        use Segment::{Answer, Thinking};
+        let n = marked(
+            &["a", "b", "</think>", "c", "d"],
+            &[(0, Thinking), (1, Thinking), (3, Answer), (2, Thinking)],
+        );
+        // The repeated mark at 1 changes nothing; the one at 2 comes after 3 and is ignored.
+        assert_eq!(n.segments.len(), 2);
+        assert_eq!(n.segment_runs(), vec![(0, 3, Thinking), (3, 5, Answer)]);
+        assert_eq!(n.thinking_tokens(), 3);
+        assert_eq!(
+            (n.segment_at(2), n.segment_at(3)),
+            (Some(Thinking), Some(Answer))
+        );
+        assert_eq!(n.segment_at(5), Some(Answer), "where the next token goes");
+        // A mark past the tokens is ignored; one at the end says where the next token goes.
+        let mut m = marked(&["x"], &[(0, Thinking), (7, Answer)]);
+        assert_eq!(m.segments.len(), 1);
+        m.mark_segment(1, Answer);
+        assert_eq!(
+            (m.segment_at(0), m.segment_at(1)),
+            (Some(Thinking), Some(Answer))
+        );
+        assert_eq!(m.segment_runs(), vec![(0, 1, Thinking)]);
+        // Replacing the last mark with its predecessor's segment merges them.
+        m.mark_segment(1, Thinking);
+        assert_eq!(m.segments.len(), 1);
+        assert!(
+            node(1, None, &[], 3).segment_runs().is_empty(),
+            "no marks, no runs"
+        );
+    }
+
+    #[test]
+    fn the_answer_is_read_after_a_closed_thought_only() {
+        use Segment::{Answer, Thinking};
+        let mut t = good();
+        t.nodes[1] = Node {
+            children: ids(&[3]),
+            ..marked(
+                &["so ", "7", "</think>", "The answer is "],
+                &[(0, Thinking), (3, Answer)],
+            )
+        };
+        t.nodes[3] = Node {
+            id: NodeId(3),
+            parent: Some(NodeId(1)),
+            ..marked(&["8", "."], &[(0, Answer)])
+        };
+        t.validate().expect("valid");
+        assert_eq!(t.path_answer_text(NodeId(3)), "The answer is 8.");
+        assert!(t.path_thinks(NodeId(3)));
+        // A thought that never closed: the whole text, as without segments.
+        t.nodes[1].segments = vec![SegmentMark {
+            at: 0,
+            segment: Thinking,
+        }];
+        t.nodes[3].segments = vec![SegmentMark {
+            at: 0,
+            segment: Thinking,
+        }];
+        assert_eq!(t.path_answer_text(NodeId(3)), t.path_text(NodeId(3)));
+        // No segments at all: the whole text.
+        let plain = good();
+        assert_eq!(
+            plain.path_answer_text(NodeId(3)),
+            plain.path_text(NodeId(3))
+        );
+        assert!(!plain.path_thinks(NodeId(3)));
+    }
+
     #[track_caller]
     fn refused(t: &Tree, needle: &str) {
         let e = t.validate().expect_err("impossible tree accepted");
@@ -647,5 +729,31 @@ mod tests {
             })
             .collect();
         refused(&t, "alternatives");
+
+        let mut t = good();
+        t.nodes[1].segments = vec![SegmentMark {
+            at: 5,
+            segment: Segment::Thinking,
+        }];
+        refused(&t, "segment mark at token 5");
+        t.nodes[1].segments = vec![
+            SegmentMark {
+                at: 2,
+                segment: Segment::Thinking,
+            },
+            SegmentMark {
+                at: 1,
+                segment: Segment::Answer,
+            },
+        ];
+        refused(&t, "out of order");
+        t.nodes[1].segments = vec![
+            SegmentMark {
+                at: 0,
+                segment: Segment::Thinking,
+            };
+            7
+        ];
+        refused(&t, "7 segment marks for 4 tokens");
     }
 }

@@ -36,10 +36,15 @@ fn tiny(name: &str, dir: &Path) -> Arc<Model> {
 }
 
 fn run(model: &Arc<Model>, config: RunConfig) -> RunView {
-    let worker = Worker::spawn(model.clone(), WorkerOptions::default(), Arc::new(|| {}))
-        .expect("worker");
+    let worker =
+        Worker::spawn(model.clone(), WorkerOptions::default(), Arc::new(|| {})).expect("worker");
     let view = run_to_end(&worker, RunId(1), config, Watch::default(), |_, _| {}).expect("run");
-    assert_eq!(view.outcome, Some(RunOutcome::Completed), "{}", view.error_line());
+    assert_eq!(
+        view.outcome,
+        Some(RunOutcome::Completed),
+        "{}",
+        view.error_line()
+    );
     view.tree.validate().expect("a possible tree");
     view
 }
@@ -176,7 +181,11 @@ fn a_stop_token_is_held_back_and_the_branch_can_go_on() {
     let (held, outcome) = generate(seqs[1], rule.clone(), sampler);
     assert_eq!(outcome.stop, BranchStop::StopToken { id: close });
     assert_eq!(held, free[..k], "the same tokens up to the held-back one");
-    assert_eq!(outcome.len, prompt_len + k, "the stop token was not appended");
+    assert_eq!(
+        outcome.len,
+        prompt_len + k,
+        "the stop token was not appended"
+    );
 
     // Appending the held-back token and going on with the returned sampler continues the
     // free-running branch token for token.
@@ -352,7 +361,10 @@ fn budget_forcing_closes_the_thinking_at_the_maximum() {
     assert_eq!(cut.label, "budget reached");
     let thought = close - thinking_start(tree);
     assert!(thought >= budget, "thought {thought} < {budget}");
-    assert!(!waits(tree).is_empty(), "the model tried to stop before the budget");
+    assert!(
+        !waits(tree).is_empty(),
+        "the model tried to stop before the budget"
+    );
     assert!(
         path[..close].iter().all(|t| t.id != f.close_id),
         "the model never closed it itself"
@@ -403,5 +415,8 @@ fn segments_round_trip_and_old_trees_load() {
     let old: Tree = serde_json::from_value(old).expect("an old tree loads");
     old.validate().expect("valid");
     assert!(old.nodes.iter().all(|n| n.segments.is_empty()));
-    assert_eq!(old.path_answer_text(old.chosen.expect("chosen")), old.path_text(old.chosen.expect("chosen")));
+    assert_eq!(
+        old.path_answer_text(old.chosen.expect("chosen")),
+        old.path_text(old.chosen.expect("chosen"))
+    );
 }

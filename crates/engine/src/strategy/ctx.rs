@@ -16,12 +16,12 @@ use crate::events::{Event, RunId};
 use crate::generate::PromptFormat;
 use crate::model::sampling::{Sampler, SamplingParams, TokenInfo};
 use crate::model::template::Message;
+use crate::model::thinking::ThinkingFormat;
 pub use crate::service::{BranchStop, StopRule};
 use crate::service::{
     GenBranch, GenerateRequest, NextToken, OpCost, RunControl, SeqId, SequenceService, Served,
     ServiceInfo,
 };
-use crate::model::thinking::ThinkingFormat;
 use crate::tree::{NodeId, NodeKind, NodeStatus, Scores, Segment, Tree};
 use crate::worker::EventSink;
 
@@ -584,7 +584,9 @@ impl Ctx {
         let Some(BranchStop::StopToken { id }) = b.stop else {
             return Ok(());
         };
-        let served = self.service.append(&self.control, vec![(b.seq, vec![id])])?;
+        let served = self
+            .service
+            .append(&self.control, vec![(b.seq, vec![id])])?;
         let appended = one(self.served(served))?;
         self.emit_tokens(b.node, appended.tokens);
         b.next = appended.next;
