@@ -313,6 +313,7 @@ fn synthetic_session(app: &ThinkscopeApp) -> thinkscope::ui::state::SessionFile 
     session.panes[0].cost = CostSnapshot {
         prompt_tokens_computed: 61,
         tokens_reused: 122,
+        tokens_reused_unknown: false,
         generated_tokens: 57,
         forward_passes: 20,
         wall_secs: 2.5,

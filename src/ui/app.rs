@@ -12,6 +12,7 @@ use thinkscope_engine::frontend::OpenOptions;
 use thinkscope_engine::lab::SweepEngine;
 
 use crate::ui::action::Action;
+use crate::ui::connect::{connect_ui, default_key, ConnectDialog, Connector, ServerRequest};
 use crate::ui::controls::controls_ui;
 use crate::ui::files::{pick_file, Picked};
 use crate::ui::inspector::inspector_ui;
@@ -55,6 +56,8 @@ pub struct ThinkscopeApp {
     saved: Settings,
     last_save: Instant,
     pub(crate) pending_png: Option<PathBuf>,
+    connect: ConnectDialog,
+    connector: Option<Connector>,
 }
 
 impl ThinkscopeApp {
@@ -85,6 +88,8 @@ impl ThinkscopeApp {
             notices: Vec::new(),
             last_save: Instant::now(),
             pending_png: None,
+            connect: ConnectDialog::default(),
+            connector: None,
         };
         if let Some(w) = warning {
             app.notify(w, true);
@@ -164,6 +169,50 @@ impl ThinkscopeApp {
         self.start_loading(ctx);
     }
 
+    /// Show the "Connect to server" dialog (File > Connect to server…).
+    pub fn open_connect_dialog(&mut self) {
+        self.connect.open = true;
+    }
+
+    /// Connect to a server on a thread; the panes move there once it answers.
+    fn connect_server(&mut self, ctx: &egui::Context, request: ServerRequest) {
+        let (key, _) = default_key(self.options.config_dir.as_deref());
+        self.notify(format!("Connecting to {}…", request.url), false);
+        match Connector::start(request, key, ctx) {
+            Ok(c) => self.connector = Some(c),
+            Err(e) => self.notify(e, true),
+        }
+    }
+
+    fn poll_connector(&mut self) {
+        let Some(result) = self.connector.as_ref().and_then(Connector::poll) else {
+            return;
+        };
+        self.connector = None;
+        match result {
+            Ok(worker) => {
+                for pane in &mut self.panes {
+                    if pane.active() {
+                        pane.status = PaneStatus::Done(RunOutcome::Cancelled);
+                    }
+                    pane.started = false;
+                }
+                self.notify(
+                    format!("Connected: {}", worker.service().info().device),
+                    false,
+                );
+                self.model = ModelSlot::Ready {
+                    model: None,
+                    worker,
+                };
+            }
+            Err(e) => {
+                self.connect.open = true;
+                self.notify(format!("could not connect: {e}"), true);
+            }
+        }
+    }
+
     fn poll_loader(&mut self) {
         let Some(loader) = &self.loader else {
             return;
@@ -193,7 +242,7 @@ impl ThinkscopeApp {
                         self.notify(note.clone(), false);
                     }
                     self.model = ModelSlot::Ready {
-                        model: opened.loaded.model,
+                        model: Some(opened.loaded.model),
                         worker: opened.worker,
                     };
                 }
@@ -248,6 +297,8 @@ impl ThinkscopeApp {
             Action::SetPanes(n) => self.set_pane_count(n),
             Action::System1VsSystem2 => self.system1_vs_system2(),
             Action::OpenModel(p) => self.open_model(ctx, p),
+            Action::OpenConnect => self.open_connect_dialog(),
+            Action::Connect(request) => self.connect_server(ctx, request),
             Action::PickFile(job) => {
                 pick_file(job, self.options.models_dir.clone(), self.picked_tx.clone())
             }
@@ -270,6 +321,7 @@ impl ThinkscopeApp {
             self.start_loading(&ctx);
         }
         self.poll_loader();
+        self.poll_connector();
         self.poll_files(&ctx);
         self.poll_events();
 
@@ -295,6 +347,15 @@ impl ThinkscopeApp {
         } else {
             actions.extend(self.explore_ui(ui));
         }
+        let (_, key_source) = default_key(self.options.config_dir.as_deref());
+        actions.extend(connect_ui(
+            &ctx,
+            &mut self.connect,
+            &mut self.settings.server_url,
+            &mut self.settings.server_model,
+            key_source,
+            self.connector.is_some(),
+        ));
         actions.extend(notices_ui(&ctx, &self.notices));
         for a in actions {
             self.apply(&ctx, a);
@@ -350,11 +411,14 @@ impl ThinkscopeApp {
     }
 
     fn start_sweep(&mut self, ctx: &egui::Context) {
-        let ModelSlot::Ready { model, .. } = &self.model else {
+        let ModelSlot::Ready { model, worker } = &self.model else {
             self.notify("The model is not loaded yet.", true);
             return;
         };
-        let model = model.clone();
+        let engine = match model {
+            Some(m) => SweepEngine::local(m.clone()),
+            None => SweepEngine::service(worker.service().clone()),
+        };
         let dir = self
             .options
             .config_dir
@@ -365,12 +429,8 @@ impl ThinkscopeApp {
             return;
         }
         let results = dir.join("lab-results.jsonl");
-        self.lab.start(
-            SweepEngine::local(model),
-            &self.settings.lab,
-            results,
-            ctx.clone(),
-        );
+        self.lab
+            .start(engine, &self.settings.lab, results, ctx.clone());
     }
 
     /// Save settings now (on exit).

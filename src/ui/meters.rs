@@ -57,7 +57,8 @@ pub fn meters_ui(ui: &mut Ui, cost: &CostSnapshot, history: &SpeedHistory) {
     ui.horizontal_wrapped(|ui| {
         ui.spacing_mut().item_spacing.x = 14.0;
         meter(ui, "prompt", &cost.prompt_tokens_computed.to_string(), "Prompt tokens the model computed (prefill and inserted text).");
-        meter(ui, "reused", &cost.tokens_reused.to_string(), "Tokens whose keys and values came from the cache of a shared prefix instead of being recomputed.");
+        let reused = if cost.tokens_reused_unknown { "unknown".to_owned() } else { cost.tokens_reused.to_string() };
+        meter(ui, "reused", &reused, "Tokens whose keys and values came from the cache of a shared prefix instead of being recomputed.");
         meter(ui, "generated", &cost.generated_tokens.to_string(), "Tokens chosen by the sampler.");
         meter(ui, "passes", &cost.forward_passes.to_string(), "Forward passes this run took part in; batched passes shared with other branches or panes count once per run.");
         meter(ui, "time", &format!("{:.1} s", cost.wall_secs), "Wall time since the run started.");
@@ -70,9 +71,12 @@ pub fn meters_ui(ui: &mut Ui, cost: &CostSnapshot, history: &SpeedHistory) {
         })
         .response
         .on_hover_text("Generated tokens per second (average), with the recent rate as a sparkline.");
-        meter(ui, "FLOPs (est.)", &human(cost.flops), "Estimated floating-point operations: 2 per weight per token plus attention over the context.");
+        // A server reports neither FLOPs nor energy: no figure rather than a made-up 0.
+        let flops = if cost.flops == 0.0 && cost.generated_tokens > 0 { "unknown".to_owned() } else { human(cost.flops) };
+        meter(ui, "FLOPs (est.)", &flops, "Estimated floating-point operations: 2 per weight per token plus attention over the context.");
         let label = if cost.energy_measured { "energy (meas.)" } else { "energy (est.)" };
-        meter(ui, label, &format!("{:.1} J", cost.energy_joules), &cost.energy_source);
+        let energy = if cost.energy_source.starts_with("unknown") { "unknown".to_owned() } else { format!("{:.1} J", cost.energy_joules) };
+        meter(ui, label, &energy, &cost.energy_source);
     });
 }
 

@@ -22,6 +22,7 @@ pub fn menu_ui(ui: &mut Ui, app: &mut ThinkscopeApp) -> Vec<Action> {
                 }
             };
             item(ui, "Open model…", Action::PickFile(FileJob::OpenModel));
+            item(ui, "Connect to server…", Action::OpenConnect);
             ui.menu_button("Models folder", |ui| {
                 let dir = &app.options().models_dir;
                 let models = list_models(dir);
@@ -207,7 +208,21 @@ pub fn status_ui(ui: &mut Ui, slot: &ModelSlot) {
             ui.spinner();
             ui.label(format!("Loading {}", p.display()));
         }
-        ModelSlot::Ready { model, .. } => {
+        ModelSlot::Ready {
+            model: None,
+            worker,
+        } => {
+            ui.label(
+                RichText::new("•")
+                    .strong()
+                    .color(Color32::from_rgb(90, 200, 120)),
+            );
+            let info = worker.service().info();
+            ui.label(&info.device).on_hover_text(&info.kernels);
+        }
+        ModelSlot::Ready {
+            model: Some(model), ..
+        } => {
             ui.label(
                 RichText::new("•")
                     .strong()

@@ -4,6 +4,7 @@
 //! does with models and runs goes through the engine's frontend entry points.
 
 mod args;
+mod backend;
 mod bench;
 mod lab;
 mod model;
@@ -33,6 +34,17 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    // A panic on a worker or run thread is caught there and reported as that run's error; its
+    // default report (several lines of stderr) would break "one line per error". The main
+    // thread keeps the default report.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some("main") {
+            default_hook(info);
+        } else {
+            tracing::debug!("{info}");
+        }
+    }));
     let cli = Cli::parse();
     if let Err(err) = dispatch(cli) {
         eprintln!("error: {err:#}");
@@ -69,6 +81,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Generate {
             prompt,
             model,
+            backend,
             max_tokens,
             temperature,
             top_p,
@@ -90,6 +103,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             params.validate()?;
             if max_tokens == 0 {
                 bail!("--max-tokens must be at least 1");
+            }
+            if backend.is_remote() {
+                let service = backend.connect()?;
+                return backend::generate(&service, &prompt, params, max_tokens, raw, json);
             }
             let model = load_model(model.model.as_deref(), cli.device)?;
             let format = if raw {
@@ -163,6 +180,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             raw,
             thinking_mode,
             model,
+            backend,
             json,
         } => {
             let config = run::RunArgs {
@@ -178,8 +196,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 thinking: thinking_mode.setting(),
             }
             .config()?;
-            let model = load_model(model.model.as_deref(), cli.device)?;
-            run::run(model, config, json.as_deref())
+            let worker = if backend.is_remote() {
+                run::worker_over(backend::as_service(&backend.connect()?))?
+            } else {
+                run::local_worker(load_model(model.model.as_deref(), cli.device)?)?
+            };
+            run::run(&worker, config, json.as_deref())
         }
         Command::Strategies { json } => strategies::list(json),
         Command::Lab {
@@ -195,6 +217,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             results,
             svg,
             model,
+            backend,
         } => {
             let source = match (set, generate) {
                 (Some(path), _) => ProblemSource::File(path),
@@ -212,14 +235,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             };
             config.validate()?;
             let results = results.unwrap_or_else(|| csv.with_extension("results.jsonl"));
-            let model = load_model(model.model.as_deref(), cli.device)?;
-            lab::lab(
-                &SweepEngine::local(model),
-                &config,
-                &results,
-                &csv,
-                svg.as_deref(),
-            )
+            let engine = if backend.is_remote() {
+                SweepEngine::service(backend::as_service(&backend.connect()?))
+            } else {
+                SweepEngine::local(load_model(model.model.as_deref(), cli.device)?)
+            };
+            lab::lab(&engine, &config, &results, &csv, svg.as_deref())
         }
         Command::Quantize { model, to, out } => {
             let target: thinkscope_engine::quantize::QuantType = to.parse()?;

@@ -9,8 +9,11 @@ pub mod cost;
 pub mod device;
 pub mod error;
 pub mod events;
+pub mod fault;
 pub mod fetch;
 pub mod frontend;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod generate;
 pub mod kv;
 pub mod lab;

@@ -145,7 +145,10 @@ impl LocalService {
     /// Start the engine thread for `model`.
     pub fn start(model: Arc<Model>, options: LocalOptions) -> Result<Self> {
         let backend = model.backend().info();
-        let energy = EnergyMeter::detect(rayon::current_num_threads(), backend.gpu);
+        let energy = model
+            .backend()
+            .energy_meter()
+            .unwrap_or_else(|| EnergyMeter::detect(rayon::current_num_threads(), backend.gpu));
         let info = ServiceInfo {
             model: model.info.name.clone(),
             device: backend.device,
@@ -159,6 +162,7 @@ impl LocalService {
                 top_alternatives: TOKEN_ALTERNATIVES,
                 exact_entropy: true,
                 full_logprobs: true,
+                reuse_reported: true,
             },
             thinking: model.thinking.clone(),
         };
@@ -773,6 +777,7 @@ impl EngineThread {
             }
         }
         if !steps.is_empty() {
+            crate::fault::point(crate::fault::Fault::EnginePanic);
             self.forward_steps(&steps, &owners);
         }
         for gi in stepping_gens {

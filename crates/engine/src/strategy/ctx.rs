@@ -122,6 +122,7 @@ impl Ctx {
         let cost = CostSnapshot {
             energy_source: info.energy_source.clone(),
             energy_measured: info.energy_measured,
+            tokens_reused_unknown: !info.capabilities.reuse_reported,
             ..CostSnapshot::default()
         };
         let thinking = info.thinking.clone();
