@@ -10,6 +10,7 @@ use eframe::egui::{self, Ui};
 use thinkscope_engine::events::{RunId, RunOutcome};
 use thinkscope_engine::frontend::OpenOptions;
 use thinkscope_engine::lab::SweepEngine;
+use thinkscope_engine::model::thinking::ThinkingFormat;
 
 use crate::ui::action::Action;
 use crate::ui::connect::{connect_ui, default_key, ConnectDialog, Connector, ServerRequest};
@@ -116,6 +117,15 @@ impl ThinkscopeApp {
     /// Whether the model is loaded and the worker running.
     pub fn model_ready(&self) -> bool {
         matches!(self.model, ModelSlot::Ready { .. })
+    }
+
+    /// How the loaded model marks its thinking (`None`: no model yet, or one that does not
+    /// think apart from its answer).
+    pub fn thinking_format(&self) -> Option<ThinkingFormat> {
+        match &self.model {
+            ModelSlot::Ready { worker, .. } => worker.service().info().thinking.clone(),
+            _ => None,
+        }
     }
 
     /// Error text of a failed model load, if any.
@@ -369,12 +379,19 @@ impl ThinkscopeApp {
     fn explore_ui(&mut self, ui: &mut Ui) -> Vec<Action> {
         let mut actions = Vec::new();
         let panes = self.panes.len();
+        let thinking = self.thinking_format();
         egui::Panel::left("controls")
             .resizable(true)
             .default_size(300.0)
             .show(ui, |ui| {
                 egui::ScrollArea::vertical().show(ui, |ui| {
-                    controls_ui(ui, &mut self.settings, &mut self.focus, panes)
+                    controls_ui(
+                        ui,
+                        &mut self.settings,
+                        &mut self.focus,
+                        panes,
+                        thinking.as_ref(),
+                    )
                 });
             });
         let focus = self.focus.min(panes.saturating_sub(1));
