@@ -341,12 +341,19 @@ impl ThinkscopeApp {
         egui::Panel::bottom("status").show(ui, |ui| status_ui(ui, &self.model));
         if self.settings.view == View::Lab {
             let ready = self.model_ready();
+            let thinking = self.thinking_format();
             egui::Panel::left("lab_controls")
                 .resizable(true)
                 .default_size(300.0)
                 .show(ui, |ui| {
                     egui::ScrollArea::vertical().show(ui, |ui| {
-                        if lab_controls_ui(ui, &mut self.settings.lab, &mut self.lab, ready) {
+                        if lab_controls_ui(
+                            ui,
+                            &mut self.settings.lab,
+                            &mut self.lab,
+                            ready,
+                            thinking.as_ref(),
+                        ) {
                             actions.push(Action::StartSweep);
                         }
                     });

@@ -54,7 +54,7 @@ pub fn controls_ui(
         return;
     };
     strategy_ui(ui, s);
-    thinking_ui(ui, s, thinking);
+    thinking_switch_ui(ui, &mut s.thinking, thinking);
     ui.add_space(4.0);
     knobs_ui(ui, s);
     sampling_ui(ui, s);
@@ -134,14 +134,14 @@ pub fn thinking_help(format: Option<&ThinkingFormat>) -> (bool, String) {
     }
 }
 
-/// The pane's thinking switch (default, on, off), for a thinking model whose template has it.
-fn thinking_ui(ui: &mut Ui, s: &mut PaneSettings, format: Option<&ThinkingFormat>) {
+/// A thinking switch (default, on, off), enabled for a thinking model whose template has it.
+pub fn thinking_switch_ui(ui: &mut Ui, value: &mut Option<bool>, format: Option<&ThinkingFormat>) {
     let (enabled, help) = thinking_help(format);
     ui.horizontal(|ui| {
         ui.label("Thinking").on_hover_text(&help);
         ui.add_enabled_ui(enabled, |ui| {
-            for (value, name) in [(None, "Default"), (Some(true), "On"), (Some(false), "Off")] {
-                ui.selectable_value(&mut s.thinking, value, name)
+            for (choice, name) in [(None, "Default"), (Some(true), "On"), (Some(false), "Off")] {
+                ui.selectable_value(value, choice, name)
                     .on_hover_text(&help)
                     .on_disabled_hover_text(&help);
             }

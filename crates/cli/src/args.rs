@@ -227,6 +227,10 @@ pub enum Command {
         /// Nucleus threshold.
         #[arg(long, default_value_t = 0.95)]
         top_p: f32,
+        /// Thinking models: switch thinking on or off where the chat template can
+        /// (`enable_thinking`); auto keeps the template's default.
+        #[arg(long, value_enum, default_value_t = ThinkingMode::Auto)]
+        thinking_mode: ThinkingMode,
         /// Where to write the CSV (one row per strategy and N).
         #[arg(long)]
         csv: PathBuf,

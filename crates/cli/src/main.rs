@@ -213,6 +213,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             max_tokens,
             temperature,
             top_p,
+            thinking_mode,
             csv,
             results,
             svg,
@@ -232,6 +233,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 max_tokens,
                 temperature,
                 top_p,
+                thinking: thinking_mode.setting(),
             };
             config.validate()?;
             let results = results.unwrap_or_else(|| csv.with_extension("results.jsonl"));
