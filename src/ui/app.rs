@@ -11,6 +11,7 @@ use thinkscope_engine::device::DevicePref;
 use thinkscope_engine::events::{RunId, RunOutcome};
 use thinkscope_engine::frontend::OpenOptions;
 use thinkscope_engine::lab::SweepEngine;
+use thinkscope_engine::model::thinking::ThinkingFormat;
 
 use crate::ui::action::Action;
 use crate::ui::connect::{connect_ui, default_key, ConnectDialog, Connector, ServerRequest};
@@ -131,6 +132,15 @@ impl ThinkscopeApp {
     pub fn device_line(&self) -> Option<String> {
         match &self.model {
             ModelSlot::Ready { worker, .. } => Some(worker.service().info().device.clone()),
+            _ => None,
+        }
+    }
+
+    /// How the loaded model marks its thinking (`None`: no model yet, or one that does not
+    /// think apart from its answer).
+    pub fn thinking_format(&self) -> Option<ThinkingFormat> {
+        match &self.model {
+            ModelSlot::Ready { worker, .. } => worker.service().info().thinking.clone(),
             _ => None,
         }
     }
@@ -374,12 +384,19 @@ impl ThinkscopeApp {
         egui::Panel::bottom("status").show(ui, |ui| status_ui(ui, &self.model));
         if self.settings.view == View::Lab {
             let ready = self.model_ready();
+            let thinking = self.thinking_format();
             egui::Panel::left("lab_controls")
                 .resizable(true)
                 .default_size(300.0)
                 .show(ui, |ui| {
                     egui::ScrollArea::vertical().show(ui, |ui| {
-                        if lab_controls_ui(ui, &mut self.settings.lab, &mut self.lab, ready) {
+                        if lab_controls_ui(
+                            ui,
+                            &mut self.settings.lab,
+                            &mut self.lab,
+                            ready,
+                            thinking.as_ref(),
+                        ) {
                             actions.push(Action::StartSweep);
                         }
                     });
@@ -412,12 +429,19 @@ impl ThinkscopeApp {
     fn explore_ui(&mut self, ui: &mut Ui) -> Vec<Action> {
         let mut actions = Vec::new();
         let panes = self.panes.len();
+        let thinking = self.thinking_format();
         egui::Panel::left("controls")
             .resizable(true)
             .default_size(300.0)
             .show(ui, |ui| {
                 egui::ScrollArea::vertical().show(ui, |ui| {
-                    controls_ui(ui, &mut self.settings, &mut self.focus, panes)
+                    controls_ui(
+                        ui,
+                        &mut self.settings,
+                        &mut self.focus,
+                        panes,
+                        thinking.as_ref(),
+                    )
                 });
             });
         let focus = self.focus.min(panes.saturating_sub(1));

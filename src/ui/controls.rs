@@ -5,16 +5,24 @@
 use std::time::Instant;
 
 use eframe::egui::{self, RichText, Ui};
+use thinkscope_engine::model::thinking::ThinkingFormat;
 use thinkscope_engine::strategy::{registry, Knob, KnobKind, KnobValue, Knobs};
 
 use crate::ui::runs::pane_letter;
 use crate::ui::state::{PaneSettings, Settings};
 
 /// The teaching preset's note.
-pub const TEACHING_NOTE: &str = "System 1 answers at once: one greedy pass, no reasoning. System 2 spends test-time compute: it samples several reasoning traces and lets them vote. Run both on the same question and compare the answers, the trees and the meters: more thinking costs tokens, time and energy, and does not always pay.";
+pub const TEACHING_NOTE: &str = "System 1 answers at once: one greedy pass, no reasoning. System 2 spends test-time compute: it samples several reasoning traces and lets them vote. Run both on the same question and compare the answers, the trees and the meters: more thinking costs tokens, time and energy, and does not always pay. With a thinking model that has the switch, System 1 answers with its thinking off and System 2 thinks first.";
 
 /// Draw the panel for `focus` (which pane's settings are edited; the panel may change it).
-pub fn controls_ui(ui: &mut Ui, settings: &mut Settings, focus: &mut usize, panes: usize) {
+/// `thinking` is how the loaded model marks its thinking, if it thinks.
+pub fn controls_ui(
+    ui: &mut Ui,
+    settings: &mut Settings,
+    focus: &mut usize,
+    panes: usize,
+    thinking: Option<&ThinkingFormat>,
+) {
     ui.heading("Prompt");
     ui.add(
         egui::TextEdit::multiline(&mut settings.prompt)
@@ -46,6 +54,7 @@ pub fn controls_ui(ui: &mut Ui, settings: &mut Settings, focus: &mut usize, pane
         return;
     };
     strategy_ui(ui, s);
+    thinking_switch_ui(ui, &mut s.thinking, thinking);
     ui.add_space(4.0);
     knobs_ui(ui, s);
     sampling_ui(ui, s);
@@ -93,6 +102,50 @@ fn strategy_ui(ui: &mut Ui, s: &mut PaneSettings) {
                 s.max_tokens = tokens;
             }
         }
+    });
+}
+
+/// Why the thinking switch is off, or what it does: one line per kind of model.
+pub fn thinking_help(format: Option<&ThinkingFormat>) -> (bool, String) {
+    match format {
+        None => (
+            false,
+            "This model does not think apart from its answer (no <think>…</think> delimiters \
+             in its vocabulary and template), so there is nothing to switch."
+                .to_owned(),
+        ),
+        Some(f) if !f.switchable => (
+            false,
+            format!(
+                "This model always thinks inside {}…{}: its chat template has no \
+                 enable_thinking switch.",
+                f.open, f.close
+            ),
+        ),
+        Some(f) => (
+            true,
+            format!(
+                "The model reasons inside {}…{} before it answers. Default keeps its chat \
+                 template's choice; Off writes an empty thought into the prompt so it answers \
+                 at once (System 1), On lets it think (System 2).",
+                f.open, f.close
+            ),
+        ),
+    }
+}
+
+/// A thinking switch (default, on, off), enabled for a thinking model whose template has it.
+pub fn thinking_switch_ui(ui: &mut Ui, value: &mut Option<bool>, format: Option<&ThinkingFormat>) {
+    let (enabled, help) = thinking_help(format);
+    ui.horizontal(|ui| {
+        ui.label("Thinking").on_hover_text(&help);
+        ui.add_enabled_ui(enabled, |ui| {
+            for (choice, name) in [(None, "Default"), (Some(true), "On"), (Some(false), "Off")] {
+                ui.selectable_value(value, choice, name)
+                    .on_hover_text(&help)
+                    .on_disabled_hover_text(&help);
+            }
+        });
     });
 }
 

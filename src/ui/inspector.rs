@@ -4,7 +4,8 @@
 use eframe::egui::{self, RichText, ScrollArea, Ui};
 
 use crate::ui::theme;
-use thinkscope_engine::tree::{NodeId, NodeKind, Tree};
+use crate::ui::tree_view::draw::segment_color;
+use thinkscope_engine::tree::{NodeId, NodeKind, Segment, Tree};
 
 /// A branch the user asked for: at token `index` of `node`, take `token`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +45,9 @@ pub fn inspector_ui(
     if let Some(v) = node.own_mean_logprob() {
         facts.push(format!("mean log-prob {v:.2}"));
     }
+    if !node.segments.is_empty() {
+        facts.push(format!("thinking {} tokens", node.thinking_tokens()));
+    }
     if let Some(v) = s.value {
         facts.push(format!("score {v:.3}"));
     }
@@ -65,6 +69,17 @@ pub fn inspector_ui(
                 ui.label(RichText::new(root.text.trim()).italics().weak());
                 ui.separator();
             }
+            if tree.path_thinks(selected) {
+                ui.horizontal(|ui| {
+                    for (segment, name) in [
+                        (Segment::Thinking, "thinking (italic)"),
+                        (Segment::Answer, "answer"),
+                    ] {
+                        ui.label(RichText::new("    ").background_color(segment_color(segment)));
+                        ui.label(RichText::new(name).small());
+                    }
+                });
+            }
             ui.horizontal_wrapped(|ui| {
                 ui.spacing_mut().item_spacing = egui::vec2(0.0, 2.0);
                 for (id, keep) in tree.path_spans(selected) {
@@ -78,6 +93,9 @@ pub fn inspector_ui(
                         let mut rich = RichText::new(text)
                             .monospace()
                             .background_color(theme::token_background(prob));
+                        if n.segment_at(i) == Some(Segment::Thinking) {
+                            rich = rich.italics().color(segment_color(Segment::Thinking));
+                        }
                         if n.kind == NodeKind::Forced {
                             rich = rich.color(theme::FORCED).strong();
                         }

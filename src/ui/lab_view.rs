@@ -15,6 +15,7 @@ use thinkscope_engine::lab::{
     summarize, write_csv, GeneratorKind, GeneratorSpec, ProblemSet, SweepConfig, SweepEngine,
     SweepPoint, SweepProgress,
 };
+use thinkscope_engine::model::thinking::ThinkingFormat;
 
 /// Which compute measure the x-axis shows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +73,8 @@ pub struct LabSettings {
     pub seed: u64,
     /// x-axis measure.
     pub x_axis: XAxis,
+    /// Thinking on or off for a thinking model with the switch (`None`: the template's default).
+    pub thinking: Option<bool>,
 }
 
 impl Default for LabSettings {
@@ -88,6 +91,7 @@ impl Default for LabSettings {
             max_tokens: 96,
             seed: 1,
             x_axis: XAxis::Tokens,
+            thinking: None,
         }
     }
 }
@@ -202,6 +206,7 @@ impl LabState {
             problems,
             seed: s.seed,
             max_tokens: s.max_tokens,
+            thinking: s.thinking,
             ..SweepConfig::default()
         };
         if let Err(e) = config.validate() {
@@ -266,12 +271,14 @@ impl LabState {
     }
 }
 
-/// The lab's controls (left panel). Returns true when Start was pressed.
+/// The lab's controls (left panel); `thinking` is how the loaded model marks its thinking, if
+/// it thinks. Returns true when Start was pressed.
 pub fn lab_controls_ui(
     ui: &mut Ui,
     s: &mut LabSettings,
     state: &mut LabState,
     model_ready: bool,
+    thinking: Option<&ThinkingFormat>,
 ) -> bool {
     state.poll();
     let mut start = false;
@@ -306,6 +313,7 @@ pub fn lab_controls_ui(
     ui.checkbox(&mut s.greedy, "Greedy (System 1 baseline)");
     ui.checkbox(&mut s.self_consistency, "Self-consistency (maj@N)");
     ui.checkbox(&mut s.best_of_n, "Best-of-N (model's confidence)");
+    crate::ui::controls::thinking_switch_ui(ui, &mut s.thinking, thinking);
     let mut exp = (s.max_n.max(1) as f64).log2().round() as u32;
     ui.add(
         egui::Slider::new(&mut exp, 0..=6)

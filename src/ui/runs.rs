@@ -60,6 +60,11 @@ impl Default for Pane {
 }
 
 impl Pane {
+    /// Screen pixels per world unit on the pane's canvas.
+    pub fn zoom(&self) -> f32 {
+        self.view.zoom
+    }
+
     /// Whether the pane's run is under way (running or paused).
     pub fn active(&self) -> bool {
         matches!(self.status, PaneStatus::Running | PaneStatus::Paused)
@@ -199,7 +204,12 @@ impl ThinkscopeApp {
     /// The teaching preset: greedy System 1 beside self-consistency.
     pub fn system1_vs_system2(&mut self) {
         self.set_pane_count(2);
+        // A thinking model with the switch answers at once in System 1 and thinks in System 2;
+        // other models keep their template's default.
+        let switchable = self.thinking_format().is_some_and(|f| f.switchable);
+        let thinking = |on: bool| switchable.then_some(on);
         self.settings.panes[0] = PaneSettings::for_strategy("system1");
+        self.settings.panes[0].thinking = thinking(false);
         let mut sc = PaneSettings::for_strategy("self-consistency");
         let five = Knobs {
             samples: Some(5),
@@ -208,6 +218,7 @@ impl ThinkscopeApp {
         if let Err(e) = sc.apply_roles(&five) {
             self.notify(format!("{e}"), true);
         }
+        sc.thinking = thinking(true);
         self.settings.panes[1] = sc;
         self.settings.teaching_note = true;
     }

@@ -61,6 +61,9 @@ pub struct PaneSettings {
     pub budget: usize,
     /// Random seed.
     pub seed: u64,
+    /// Thinking on or off for a thinking model whose template has the switch; `None` keeps
+    /// the template's default.
+    pub thinking: Option<bool>,
 }
 
 impl Default for PaneSettings {
@@ -74,6 +77,7 @@ impl Default for PaneSettings {
             use_budget: false,
             budget: 2048,
             seed: 0,
+            thinking: None,
         };
         // The app's usual starting point: four samples, three steps deep.
         let _ = s.apply_roles(&Knobs {
@@ -150,6 +154,7 @@ impl PaneSettings {
             max_tokens: self.max_tokens,
             budget_tokens: self.use_budget.then_some(self.budget),
             expected_answer: None,
+            thinking: self.thinking,
         };
         config.validate()?;
         Ok(config)
@@ -418,6 +423,7 @@ mod tests {
             status: NodeStatus::Finished,
             scores: Scores::default(),
             answer: None,
+            segments: Vec::new(),
         }
     }
 

@@ -10,6 +10,10 @@ pub const PRUNED: Color32 = Color32::from_rgb(110, 110, 118);
 pub const RUNNING: Color32 = Color32::from_rgb(86, 156, 255);
 /// Forced (inserted) text.
 pub const FORCED: Color32 = Color32::from_rgb(200, 120, 255);
+/// A thinking model's thinking (the tokens inside `<think>…</think>`).
+pub const THINKING: Color32 = Color32::from_rgb(150, 170, 235);
+/// A thinking model's answer (after its thinking closed).
+pub const ANSWER: Color32 = Color32::from_rgb(250, 235, 200);
 
 /// Map t in [0, 1] to a red → amber → green ramp.
 pub fn red_green(t: f32) -> Color32 {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use thinkscope_engine::device::DevicePref;
 
 use crate::backend::BackendArgs;
@@ -53,6 +53,29 @@ pub struct StrategyArgs {
     /// Knobs as a JSON object, e.g. '{"n": 8, "scorer": "self-verify"}'.
     #[arg(long)]
     pub params: Option<String>,
+}
+
+/// Whether a thinking model thinks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ThinkingMode {
+    /// The chat template's default.
+    #[default]
+    Auto,
+    /// Thinking on.
+    On,
+    /// Thinking off (an empty thought), where the template has the switch.
+    Off,
+}
+
+impl ThinkingMode {
+    /// The run setting: `None` for the template's default.
+    pub fn setting(self) -> Option<bool> {
+        match self {
+            Self::Auto => None,
+            Self::On => Some(true),
+            Self::Off => Some(false),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -152,6 +175,11 @@ pub enum Command {
         /// Plain completion: skip the chat template.
         #[arg(long)]
         raw: bool,
+        /// Thinking models: switch thinking on or off where the chat template can
+        /// (`enable_thinking`: Qwen3, SmolLM3); auto keeps the template's default. Not to be
+        /// confused with --thinking, budget forcing's token budget.
+        #[arg(long, value_enum, default_value_t = ThinkingMode::Auto)]
+        thinking_mode: ThinkingMode,
         #[command(flatten)]
         model: ModelArg,
         #[command(flatten)]
@@ -199,6 +227,10 @@ pub enum Command {
         /// Nucleus threshold.
         #[arg(long, default_value_t = 0.95)]
         top_p: f32,
+        /// Thinking models: switch thinking on or off where the chat template can
+        /// (`enable_thinking`); auto keeps the template's default.
+        #[arg(long, value_enum, default_value_t = ThinkingMode::Auto)]
+        thinking_mode: ThinkingMode,
         /// Where to write the CSV (one row per strategy and N).
         #[arg(long)]
         csv: PathBuf,

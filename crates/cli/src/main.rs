@@ -178,6 +178,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             max_tokens,
             expected,
             raw,
+            thinking_mode,
             model,
             backend,
             json,
@@ -192,6 +193,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 max_tokens,
                 expected,
                 raw,
+                thinking: thinking_mode.setting(),
             }
             .config()?;
             let worker = if backend.is_remote() {
@@ -211,6 +213,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             max_tokens,
             temperature,
             top_p,
+            thinking_mode,
             csv,
             results,
             svg,
@@ -230,6 +233,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 max_tokens,
                 temperature,
                 top_p,
+                thinking: thinking_mode.setting(),
             };
             config.validate()?;
             let results = results.unwrap_or_else(|| csv.with_extension("results.jsonl"));

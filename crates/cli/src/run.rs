@@ -64,6 +64,7 @@ pub struct RunArgs {
     pub max_tokens: usize,
     pub expected: Option<String>,
     pub raw: bool,
+    pub thinking: Option<bool>,
 }
 
 impl RunArgs {
@@ -84,6 +85,7 @@ impl RunArgs {
             // For budget forcing the budget went to its thinking knob.
             budget_tokens: if budget_forcing { None } else { self.budget },
             expected_answer: self.expected,
+            thinking: self.thinking,
         };
         config.validate()?;
         Ok(config)

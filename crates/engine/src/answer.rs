@@ -54,28 +54,78 @@ pub fn extract_answer(text: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// Canonical form for comparing and voting: numbers in plain decimal, other text lower-case
-/// without surrounding punctuation.
+/// Canonical form for comparing and voting, so that votes group answers that mean the same:
+/// a stated number in plain decimal ("1,000" and "1000", "3.0" and "3", "$42", "42 apples" and
+/// "42." all give one key), other text lower-case, without surrounding punctuation and with its
+/// whitespace collapsed.
 pub fn normalize(answer: &str) -> String {
-    if let Some(x) = parse_number(answer) {
+    let cleaned = clean(answer);
+    if let Some(x) = stated_number(answer).or_else(|| stated_number(&cleaned)) {
         return format_number(x);
     }
-    clean(answer).to_lowercase()
+    cleaned
+        .to_lowercase()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
-/// Whether two answers agree (numerically when both are numbers).
+/// Whether two answers agree (numerically when both state numbers).
 pub fn answers_match(a: &str, b: &str) -> bool {
-    match (parse_number(a), parse_number(b)) {
+    match (stated_number(a), stated_number(b)) {
         (Some(x), Some(y)) => (x - y).abs() <= 1e-6 * x.abs().max(y.abs()).max(1.0),
         _ => normalize(a) == normalize(b),
     }
+}
+
+/// Most words a unit may take after a number ("42 square metres") before the answer is read
+/// as a phrase that merely starts with a number.
+const MAX_UNIT_WORDS: usize = 3;
+
+/// The number an answer states: the whole answer as a number ([`parse_number`]), or a number
+/// (after a currency sign) followed only by a few words of unit ("42 apples", "3.5 km.",
+/// "$1,000 dollars"), or a simple fraction ("3/4"). A phrase with more numbers in it
+/// ("3 apples and 4 pears") states none.
+pub fn stated_number(answer: &str) -> Option<f64> {
+    let t = answer.trim().replace('\u{2212}', "-");
+    if let Some(x) = parse_number(&t) {
+        return Some(x);
+    }
+    let t = t.trim_start_matches(['$', '€', '£', '¥', ' ']);
+    let end = t
+        .char_indices()
+        .find(|&(i, c)| {
+            !(c.is_ascii_digit() || matches!(c, ',' | '.') || (i == 0 && matches!(c, '-' | '+')))
+        })
+        .map_or(t.len(), |(i, _)| i);
+    let (number, rest) = t.split_at(end);
+    let mut x = parse_number(number)?;
+    let mut rest = rest.trim_start();
+    if let Some(after) = rest.strip_prefix('/') {
+        let digits = after
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let denominator: f64 = after[..digits].parse().ok().filter(|d| *d != 0.0)?;
+        if number.contains(['.', ',']) {
+            return None;
+        }
+        x /= denominator;
+        rest = after[digits..].trim_start();
+    }
+    let unit = rest.trim_end_matches(['.', '!', '*', ' ']);
+    let unit_only = unit.split_whitespace().count() <= MAX_UNIT_WORDS
+        && unit.chars().all(|c| {
+            c.is_alphabetic() || c.is_whitespace() || matches!(c, '%' | '°' | '\'' | '’' | '-')
+        });
+    unit_only.then_some(x).filter(|x| x.is_finite())
 }
 
 /// Parse a number written with optional sign, thousands separators, currency or percent sign.
 pub fn parse_number(s: &str) -> Option<f64> {
     let t: String = s
         .trim()
-        .trim_matches(['$', '%', '.', ' ', '*'])
+        .trim_matches(['$', '%', ' ', '*'])
+        .trim_end_matches('.')
         .chars()
         .filter(|c| *c != ',')
         .collect();
@@ -86,6 +136,8 @@ pub fn parse_number(s: &str) -> Option<f64> {
 }
 
 fn format_number(x: f64) -> String {
+    // -0.0 and negatives that round to zero would print as "-0".
+    let x = if x.abs() < 5e-7 { 0.0 } else { x };
     if x.fract() == 0.0 && x.abs() < 1e15 {
         format!("{}", x as i64)
     } else {
@@ -262,5 +314,102 @@ mod tests {
         assert!(!answers_match("391", "381"));
         assert!(answers_match("Paris", "paris."));
         assert_eq!(normalize("  42.50 "), "42.5");
+    }
+
+    #[test]
+    fn what_means_the_same_votes_together() {
+        for same in [
+            &[
+                "1000",
+                "1,000",
+                "1000.0",
+                "$1,000",
+                "1,000 dollars",
+                "1000.",
+            ][..],
+            &[
+                "42",
+                "42.",
+                "42 apples",
+                "$42",
+                "42 apples.",
+                "**42**",
+                "+42",
+                "42%",
+            ],
+            &["3", "3.0", "3.00", " 3 ", "3 km"],
+            &["-7", "−7", "-7 degrees"],
+            &["0.75", "3/4", "3/4 cup", ".75", "'0.75'", "`0.750`"],
+            &["0", "-0", "-0.0000001"],
+        ] {
+            let keys: Vec<String> = same.iter().map(|a| normalize(a)).collect();
+            assert!(keys.iter().all(|k| *k == keys[0]), "{same:?} gave {keys:?}");
+            for a in same {
+                assert!(answers_match(a, same[0]), "{a:?} vs {:?}", same[0]);
+            }
+        }
+        assert_eq!(normalize("  Paris\t  France. "), "paris france");
+        assert_eq!(normalize("PARIS"), normalize("paris"));
+        // Different numbers, and phrases that are not one number with a unit, stay apart.
+        for (a, b) in [
+            ("42", "43"),
+            ("1,000", "100"),
+            ("3 apples and 4 pears", "3"),
+            ("1/0", "1"),
+            ("1.5/2", "0.75"),
+            ("42 is the number of the beast here", "42"),
+        ] {
+            assert_ne!(normalize(a), normalize(b), "{a:?} vs {b:?}");
+        }
+        assert_eq!(stated_number("1/0"), None);
+        assert_eq!(stated_number("abc"), None);
+        assert_eq!(stated_number("1e400"), None, "not finite");
+    }
+
+    #[test]
+    fn hostile_unicode_never_panics_and_normalising_twice_changes_nothing() {
+        let hostile = [
+            "İ",
+            "İİİ 42",
+            "42 İ",
+            "42 İstanbul",
+            "ẞ",
+            "ǅ",
+            "ﬃ",
+            "\u{0130}\u{0307}",
+            "4\u{0301}2",
+            "\u{200B}42\u{200B}",
+            "\u{202E}24",
+            "４２",
+            "٤٢",
+            "42\u{FE0F}",
+            "🙂 42 🙂",
+            "$",
+            "-",
+            "/",
+            "1/",
+            "/2",
+            "-.",
+            ",,,",
+            "1,,2",
+            "$€£¥",
+            "\u{0}",
+            "\u{FFFD}\u{FFFD}",
+            "",
+            "   ",
+        ];
+        for a in hostile {
+            let once = normalize(a);
+            assert_eq!(normalize(&once), once, "{a:?}");
+            let _ = stated_number(a);
+            let _ = answers_match(a, "42");
+            let _ = extract_answer(a);
+        }
+        assert_eq!(normalize("42 İstanbul"), "42", "a unit word in any script");
+        assert_eq!(normalize("İSTANBUL"), "İstanbul".to_lowercase());
+        assert_eq!(
+            normalize("\u{200B}42\u{200B}"),
+            normalize("\u{200B}42\u{200B}")
+        );
     }
 }

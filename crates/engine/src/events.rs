@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cost::CostSnapshot;
 use crate::model::sampling::TokenInfo;
-use crate::tree::{NodeId, NodeKind, Scores};
+use crate::tree::{NodeId, NodeKind, Scores, Segment};
 
 /// Identifies a run (one strategy on one prompt), chosen by the frontend that starts it.
 #[derive(
@@ -70,6 +70,19 @@ pub enum Event {
         node: NodeId,
         /// The tokens.
         tokens: Vec<TokenInfo>,
+    },
+    /// From token `at` of a node on, its tokens are in `segment` (a thinking model's thinking
+    /// or answer). Sent when a node starts and where a thinking delimiter opens or closes.
+    SegmentStarted {
+        /// The run.
+        run: RunId,
+        /// The node.
+        node: NodeId,
+        /// Index of the segment's first token in the node (its length when the next token
+        /// starts the segment).
+        at: usize,
+        /// The segment.
+        segment: Segment,
     },
     /// A node's scores changed.
     NodeScored {
@@ -139,6 +152,7 @@ impl Event {
             Event::RunStarted { run, .. }
             | Event::NodeAdded { run, .. }
             | Event::TokensAppended { run, .. }
+            | Event::SegmentStarted { run, .. }
             | Event::NodeScored { run, .. }
             | Event::NodeFinished { run, .. }
             | Event::NodePruned { run, .. }

@@ -214,12 +214,34 @@ pub fn walk_tree(tree: &Tree) {
         for (i, keep) in tree.path_spans(node.id) {
             assert!(keep <= tree.nodes[i].tokens.len());
         }
+        let _ = tree.path_answer_text(node.id);
+        let _ = tree.path_thinks(node.id);
+        let _ = node.thinking_tokens();
+        for (start, end, _) in node.segment_runs() {
+            assert!(start < end && end <= node.tokens.len());
+        }
+        for k in 0..=node.tokens.len() {
+            let _ = node.segment_at(k);
+        }
     }
     let _ = tree.leaves().count();
     let _ = tree.token_count();
     let _ = tree.transcript_markdown();
     let mut copy = tree.clone();
     if let Some(last) = tree.nodes.last() {
+        // A segment mark anywhere, in range or not, keeps the tree valid.
+        for at in [0, last.tokens.len(), last.tokens.len() + 1] {
+            copy.apply(&crate::events::Event::SegmentStarted {
+                run: crate::events::RunId(0),
+                node: last.id,
+                at,
+                segment: crate::tree::Segment::Answer,
+            });
+        }
+        assert!(
+            copy.validate().is_ok(),
+            "a segment event broke a valid tree"
+        );
         copy.apply(&crate::events::Event::AnswerChosen {
             run: crate::events::RunId(0),
             node: Some(last.id),

@@ -17,7 +17,7 @@ pub mod fuzz_targets;
 pub mod generate;
 pub mod kv;
 pub mod lab;
-pub(crate) mod local;
+pub mod local;
 pub mod model;
 pub mod quantize;
 pub mod sequences;

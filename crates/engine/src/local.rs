@@ -21,7 +21,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::cost::{flops_for, EnergyMeter};
 use crate::error::{EngineError, Result};
-use crate::generate::{build_chat, PromptFormat};
+use crate::generate::{build_chat, build_chat_with, PromptFormat};
 use crate::model::sampling::{describe, log_softmax, top_k_ids, Alternative, TokenInfo};
 use crate::model::template::Message;
 use crate::model::Model;
@@ -120,7 +120,7 @@ impl GenUpdate {
 
 /// Options for [`LocalService::start`].
 #[derive(Clone, Debug)]
-pub(crate) struct LocalOptions {
+pub struct LocalOptions {
     /// KV cache budget in bytes.
     pub kv_budget_bytes: usize,
 }
@@ -134,7 +134,7 @@ impl Default for LocalOptions {
 }
 
 /// The in-process sequence service over a loaded model.
-pub(crate) struct LocalService {
+pub struct LocalService {
     info: ServiceInfo,
     model: Arc<Model>,
     jobs: Sender<Job>,
@@ -143,7 +143,7 @@ pub(crate) struct LocalService {
 
 impl LocalService {
     /// Start the engine thread for `model`.
-    pub(crate) fn start(model: Arc<Model>, options: LocalOptions) -> Result<Self> {
+    pub fn start(model: Arc<Model>, options: LocalOptions) -> Result<Self> {
         let backend = model.backend().info();
         let energy = model
             .backend()
@@ -164,6 +164,7 @@ impl LocalService {
                 full_logprobs: true,
                 reuse_reported: true,
             },
+            thinking: model.thinking.clone(),
         };
         // The first engine is made here, so a backend that cannot make one fails the start.
         let engine = Engine::new(model.clone(), options.kv_budget_bytes)?;
@@ -213,6 +214,15 @@ impl SequenceService for LocalService {
 
     fn prompt_ids(&self, messages: &[Message], format: PromptFormat) -> Result<Vec<u32>> {
         build_chat(&self.model, messages, format)
+    }
+
+    fn prompt_ids_thinking(
+        &self,
+        messages: &[Message],
+        format: PromptFormat,
+        thinking: Option<bool>,
+    ) -> Result<Vec<u32>> {
+        build_chat_with(&self.model, messages, format, thinking)
     }
 
     fn render_chat(&self, messages: &[Message]) -> Option<Result<String>> {
@@ -730,6 +740,10 @@ impl EngineThread {
                 g.cost.generated_tokens += 1;
                 if self.model.tokenizer.stop_ids.contains(&id) {
                     b.stop = Some(BranchStop::EndOfText);
+                    continue;
+                }
+                if g.rule.stop_before.contains(&id) {
+                    b.stop = Some(BranchStop::StopToken { id });
                     continue;
                 }
                 let newline = info.text.contains('\n');

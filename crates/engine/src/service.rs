@@ -21,6 +21,7 @@ use crate::error::{EngineError, Result};
 use crate::generate::PromptFormat;
 use crate::model::sampling::{Alternative, Sampler, TokenInfo};
 use crate::model::template::Message;
+use crate::model::thinking::ThinkingFormat;
 
 /// A sequence held by a service, on behalf of one run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -176,6 +177,11 @@ pub struct StopRule {
     /// Stop before sampling when the next-token entropy (nats) exceeds this (never before the
     /// first token of the call).
     pub entropy_above: Option<f32>,
+    /// Stop *before* appending any of these tokens when it is chosen: like an end-of-text token
+    /// it is neither streamed nor fed to the model, and the outcome names it
+    /// ([`BranchStop::StopToken`]). Budget forcing stops on a thinking model's `</think>` so it
+    /// can put "Wait" in its place.
+    pub stop_before: Vec<u32>,
 }
 
 impl StopRule {
@@ -185,6 +191,7 @@ impl StopRule {
             max_tokens,
             step_end: false,
             entropy_above: None,
+            stop_before: Vec::new(),
         }
     }
 
@@ -194,7 +201,14 @@ impl StopRule {
             max_tokens,
             step_end: true,
             entropy_above: None,
+            stop_before: Vec::new(),
         }
+    }
+
+    /// The same rule, also stopping before any of `ids` (see [`Self::stop_before`]).
+    pub fn stopping_before(mut self, ids: impl IntoIterator<Item = u32>) -> Self {
+        self.stop_before.extend(ids);
+        self
     }
 }
 
@@ -214,6 +228,12 @@ pub enum BranchStop {
     ContextFull,
     /// The next-token entropy passed the rule's threshold (before sampling).
     HighEntropy,
+    /// The branch chose one of the rule's [`StopRule::stop_before`] tokens, which was not
+    /// appended.
+    StopToken {
+        /// The token it chose.
+        id: u32,
+    },
 }
 
 /// One branch of a [`GenerateRequest`].
@@ -309,6 +329,9 @@ pub struct ServiceInfo {
     pub energy_measured: bool,
     /// What the service can do.
     pub capabilities: Capabilities,
+    /// How the model marks its thinking, for a thinking model (`None`: it has no delimiters, or
+    /// the service does not know them).
+    pub thinking: Option<ThinkingFormat>,
 }
 
 /// KV cache use, where the service knows it.
@@ -327,6 +350,20 @@ pub trait SequenceService: Send + Sync {
 
     /// Token ids of a conversation, opened for the assistant's reply.
     fn prompt_ids(&self, messages: &[Message], format: PromptFormat) -> Result<Vec<u32>>;
+
+    /// [`Self::prompt_ids`] with the model's thinking switched on or off, for templates that
+    /// have the switch ([`ThinkingFormat::switchable`]); `None` keeps the template's default.
+    /// A service that cannot switch thinking serves the template's default, as a template
+    /// without the switch does (this default implementation).
+    fn prompt_ids_thinking(
+        &self,
+        messages: &[Message],
+        format: PromptFormat,
+        thinking: Option<bool>,
+    ) -> Result<Vec<u32>> {
+        let _ = thinking;
+        self.prompt_ids(messages, format)
+    }
 
     /// The chat template's text for a conversation, when the model has a template (a server
     /// applies its own and has none to show).

@@ -90,6 +90,27 @@ pub enum NodeKind {
     Manual,
 }
 
+/// Which part of a thinking model's reply a token is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Segment {
+    /// Between the thinking delimiters, the delimiters included.
+    Thinking,
+    /// Outside them: the answer (and, for a model that opens its thinking itself, the little
+    /// before it).
+    Answer,
+}
+
+/// From token `at` of its node on, the node's tokens are in `segment` (until the next mark).
+/// A mark at the node's length says where the next token will go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentMark {
+    /// Index of the first token in the segment.
+    pub at: usize,
+    /// The segment.
+    pub segment: Segment,
+}
+
 /// Scores a strategy attached to a node.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -130,6 +151,10 @@ pub struct Node {
     pub scores: Scores,
     /// Answer extracted from the path ending here, if any.
     pub answer: Option<String>,
+    /// Where the node's tokens enter the thinking or the answer, in token order; empty for
+    /// models without thinking delimiters (and trees saved before there were segments).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentMark>,
 }
 
 impl Node {
@@ -143,6 +168,63 @@ impl Node {
     pub fn mean_entropy(&self) -> Option<f32> {
         (!self.tokens.is_empty())
             .then(|| self.tokens.iter().map(|t| t.entropy).sum::<f32>() / self.tokens.len() as f32)
+    }
+
+    /// The segment of token `index` (an index at the node's end: where the next token goes);
+    /// `None` when the node has no segment marks.
+    pub fn segment_at(&self, index: usize) -> Option<Segment> {
+        self.segments
+            .iter()
+            .take_while(|m| m.at <= index)
+            .last()
+            .map(|m| m.segment)
+    }
+
+    /// The node's tokens as runs of one segment: (first token, end, segment), in order, empty
+    /// runs left out. Empty when the node has no segment marks.
+    pub fn segment_runs(&self) -> Vec<(usize, usize, Segment)> {
+        let len = self.tokens.len();
+        let mut runs: Vec<(usize, usize, Segment)> = Vec::new();
+        for (k, m) in self.segments.iter().enumerate() {
+            let end = self.segments.get(k + 1).map_or(len, |n| n.at).min(len);
+            let start = m.at.min(len);
+            if start >= end {
+                continue;
+            }
+            match runs.last_mut() {
+                Some(last) if last.2 == m.segment && last.1 == start => last.1 = end,
+                _ => runs.push((start, end, m.segment)),
+            }
+        }
+        runs
+    }
+
+    /// Record that the node's tokens from `at` on are in `segment`. A mark out of order or past
+    /// the node's tokens is ignored (events are checked like file input); one that changes
+    /// nothing is not stored.
+    pub fn mark_segment(&mut self, at: usize, segment: Segment) {
+        if at > self.tokens.len() || self.segments.last().is_some_and(|m| m.at > at) {
+            return;
+        }
+        if let Some(last) = self.segments.last_mut().filter(|m| m.at == at) {
+            last.segment = segment;
+        } else if self.segment_at(at) != Some(segment) {
+            self.segments.push(SegmentMark { at, segment });
+        }
+        // A replaced mark may now repeat the one before it.
+        let n = self.segments.len();
+        if n >= 2 && self.segments[n - 2].segment == self.segments[n - 1].segment {
+            self.segments.pop();
+        }
+    }
+
+    /// How many of the node's tokens are in the thinking.
+    pub fn thinking_tokens(&self) -> usize {
+        self.segment_runs()
+            .iter()
+            .filter(|r| r.2 == Segment::Thinking)
+            .map(|r| r.1 - r.0)
+            .sum()
     }
 }
 
@@ -231,6 +313,24 @@ impl Tree {
                 }
                 last = c;
             }
+            let mut last_mark = 0;
+            for m in &node.segments {
+                if m.at < last_mark || m.at > node.tokens.len() {
+                    return bad(format!(
+                        "node {i} has a segment mark at token {} (out of order, or past its {} tokens)",
+                        m.at,
+                        node.tokens.len()
+                    ));
+                }
+                last_mark = m.at;
+            }
+            if node.segments.len() > node.tokens.len() + 2 {
+                return bad(format!(
+                    "node {i} has {} segment marks for {} tokens",
+                    node.segments.len(),
+                    node.tokens.len()
+                ));
+            }
             tokens = tokens.saturating_add(node.tokens.len());
             if let Some(t) = node.tokens.iter().find(|t| t.top.len() > MAX_ALTERNATIVES) {
                 return bad(format!(
@@ -309,6 +409,53 @@ impl Tree {
             }
         }
         out
+    }
+
+    /// The segment a token appended after the first `keep` tokens of `id` is in (`None` for a
+    /// tree without segments).
+    pub fn segment_after(&self, id: NodeId, keep: usize) -> Option<Segment> {
+        self.node(id)?.segment_at(keep)
+    }
+
+    /// The answer part of the path to `id`: for a thinking model whose path has closed its
+    /// thinking, the text after the last thought; otherwise (no segments, or a thought that
+    /// never closed) the whole [`Self::path_text`], as for a model without thinking.
+    pub fn path_answer_text(&self, id: NodeId) -> String {
+        let spans = self.path_spans(id);
+        let mut answer = String::new();
+        let mut thought = false;
+        for &(i, keep) in &spans {
+            let n = &self.nodes[i];
+            if n.kind == NodeKind::Prompt {
+                continue;
+            }
+            for (k, t) in n.tokens[..keep].iter().enumerate() {
+                match n.segment_at(k) {
+                    Some(Segment::Thinking) => {
+                        thought = true;
+                        answer.clear();
+                    }
+                    _ => answer.push_str(&t.text),
+                }
+            }
+        }
+        let closed = spans
+            .last()
+            .and_then(|&(i, keep)| self.nodes[i].segment_at(keep))
+            == Some(Segment::Answer);
+        if thought && closed {
+            answer
+        } else {
+            self.path_text(id)
+        }
+    }
+
+    /// Whether any token on the path to `id` is in a thinking segment.
+    pub fn path_thinks(&self, id: NodeId) -> bool {
+        self.path_spans(id).into_iter().any(|(i, keep)| {
+            let n = &self.nodes[i];
+            (0..keep).any(|k| n.segment_at(k) == Some(Segment::Thinking))
+        })
     }
 
     /// Tokens along the path to `id` (the prompt excluded).
@@ -404,6 +551,7 @@ mod tests {
             status: NodeStatus::Finished,
             scores: Scores::default(),
             answer: None,
+            segments: Vec::new(),
         }
     }
 
@@ -420,6 +568,88 @@ mod tests {
             answer: Some("4".into()),
             tally: BTreeMap::new(),
         }
+    }
+
+    fn marked(tokens: &[&str], marks: &[(usize, Segment)]) -> Node {
+        let mut n = node(1, Some(0), &[], 0);
+        n.text = tokens.concat();
+        n.tokens = tokens.iter().map(|t| token(t)).collect();
+        for &(at, s) in marks {
+            n.mark_segment(at, s);
+        }
+        n
+    }
+
+    #[test]
+    fn segment_marks_give_runs_and_drop_what_changes_nothing() {
+        use Segment::{Answer, Thinking};
+        let n = marked(
+            &["a", "b", "</think>", "c", "d"],
+            &[(0, Thinking), (1, Thinking), (3, Answer), (2, Thinking)],
+        );
+        // The repeated mark at 1 changes nothing; the one at 2 comes after 3 and is ignored.
+        assert_eq!(n.segments.len(), 2);
+        assert_eq!(n.segment_runs(), vec![(0, 3, Thinking), (3, 5, Answer)]);
+        assert_eq!(n.thinking_tokens(), 3);
+        assert_eq!(
+            (n.segment_at(2), n.segment_at(3)),
+            (Some(Thinking), Some(Answer))
+        );
+        assert_eq!(n.segment_at(5), Some(Answer), "where the next token goes");
+        // A mark past the tokens is ignored; one at the end says where the next token goes.
+        let mut m = marked(&["x"], &[(0, Thinking), (7, Answer)]);
+        assert_eq!(m.segments.len(), 1);
+        m.mark_segment(1, Answer);
+        assert_eq!(
+            (m.segment_at(0), m.segment_at(1)),
+            (Some(Thinking), Some(Answer))
+        );
+        assert_eq!(m.segment_runs(), vec![(0, 1, Thinking)]);
+        // Replacing the last mark with its predecessor's segment merges them.
+        m.mark_segment(1, Thinking);
+        assert_eq!(m.segments.len(), 1);
+        assert!(
+            node(1, None, &[], 3).segment_runs().is_empty(),
+            "no marks, no runs"
+        );
+    }
+
+    #[test]
+    fn the_answer_is_read_after_a_closed_thought_only() {
+        use Segment::{Answer, Thinking};
+        let mut t = good();
+        t.nodes[1] = Node {
+            children: ids(&[3]),
+            ..marked(
+                &["so ", "7", "</think>", "The answer is "],
+                &[(0, Thinking), (3, Answer)],
+            )
+        };
+        t.nodes[3] = Node {
+            id: NodeId(3),
+            parent: Some(NodeId(1)),
+            ..marked(&["8", "."], &[(0, Answer)])
+        };
+        t.validate().expect("valid");
+        assert_eq!(t.path_answer_text(NodeId(3)), "The answer is 8.");
+        assert!(t.path_thinks(NodeId(3)));
+        // A thought that never closed: the whole text, as without segments.
+        t.nodes[1].segments = vec![SegmentMark {
+            at: 0,
+            segment: Thinking,
+        }];
+        t.nodes[3].segments = vec![SegmentMark {
+            at: 0,
+            segment: Thinking,
+        }];
+        assert_eq!(t.path_answer_text(NodeId(3)), t.path_text(NodeId(3)));
+        // No segments at all: the whole text.
+        let plain = good();
+        assert_eq!(
+            plain.path_answer_text(NodeId(3)),
+            plain.path_text(NodeId(3))
+        );
+        assert!(!plain.path_thinks(NodeId(3)));
     }
 
     #[track_caller]
@@ -499,5 +729,31 @@ mod tests {
             })
             .collect();
         refused(&t, "alternatives");
+
+        let mut t = good();
+        t.nodes[1].segments = vec![SegmentMark {
+            at: 5,
+            segment: Segment::Thinking,
+        }];
+        refused(&t, "segment mark at token 5");
+        t.nodes[1].segments = vec![
+            SegmentMark {
+                at: 2,
+                segment: Segment::Thinking,
+            },
+            SegmentMark {
+                at: 1,
+                segment: Segment::Answer,
+            },
+        ];
+        refused(&t, "out of order");
+        t.nodes[1].segments = vec![
+            SegmentMark {
+                at: 0,
+                segment: Segment::Thinking,
+            };
+            7
+        ];
+        refused(&t, "7 segment marks for 4 tokens");
     }
 }

@@ -49,6 +49,7 @@ impl Tree {
                     status: NodeStatus::Running,
                     scores: Scores::default(),
                     answer: None,
+                    segments: Vec::new(),
                 });
             }
             Event::TokensAppended { node, tokens, .. } => {
@@ -57,6 +58,13 @@ impl Tree {
                         n.text.push_str(&t.text);
                     }
                     n.tokens.extend(tokens.iter().cloned());
+                }
+            }
+            Event::SegmentStarted {
+                node, at, segment, ..
+            } => {
+                if let Some(n) = self.nodes.get_mut(node.index()) {
+                    n.mark_segment(*at, *segment);
                 }
             }
             Event::NodeScored { node, scores, .. } => {

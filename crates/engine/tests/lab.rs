@@ -519,6 +519,7 @@ fn tiny_config() -> SweepConfig {
         max_tokens: 8,
         temperature: 1.0,
         top_p: 0.95,
+        thinking: None,
     }
 }
 

@@ -302,6 +302,9 @@ impl RemoteService {
                 full_logprobs: false,
                 reuse_reported: caps.cached_tokens_reported,
             },
+            // The server's vocabulary is not ours to read: without the delimiters' ids there is
+            // no budget forcing or segment split, and a thinking model's thoughts stay in its text.
+            thinking: None,
         };
         Ok(Self {
             client,
@@ -919,6 +922,12 @@ impl RemoteService {
                         p.next = Some(tok.top);
                         return ControlFlow::Break(());
                     }
+                }
+                // A stop token is known only by the id the server reports; it is held back.
+                if let Some(id) = tok.id.filter(|id| rule_ref.stop_before.contains(id)) {
+                    p.stop = Some(BranchStop::StopToken { id });
+                    p.next = Some(tok.top);
+                    return ControlFlow::Break(());
                 }
                 if let Some(b) = budget {
                     if used.load(Ordering::SeqCst) >= b {

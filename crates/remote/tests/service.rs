@@ -223,6 +223,7 @@ fn the_service_over_a_real_server() {
                     max_tokens: 20,
                     step_end: false,
                     entropy_above: Some(0.0),
+                    stop_before: Vec::new(),
                 },
                 budget: None,
             },

@@ -3,15 +3,94 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use std::sync::Arc;
+
+use eframe::egui::text::{LayoutJob, TextWrapping};
 use eframe::egui::{
-    self, Align2, Color32, CornerRadius, FontId, Pos2, Rect, Sense, Stroke, StrokeKind, Ui, Vec2,
+    self, Align2, Color32, CornerRadius, FontId, Galley, Pos2, Rect, Sense, Stroke, StrokeKind, Ui,
+    Vec2,
 };
 
-use super::layout::{layout, TreeLayout, NODE_SIZE};
+use super::layout::{layout, TreeLayout, LEVEL_HEIGHT, NODE_SIZE, SLOT_WIDTH};
 use crate::ui::state::ColorBy;
 use crate::ui::theme;
 use thinkscope_engine::answer::normalize;
-use thinkscope_engine::tree::{Node, NodeId, NodeKind, NodeStatus, Tree};
+use thinkscope_engine::tree::{Node, NodeId, NodeKind, NodeStatus, Segment, Tree};
+
+/// Smallest font, in screen pixels, that a node's label and snippet are drawn in; below it the
+/// node shows its badge instead of unreadable text.
+pub const MIN_TEXT_PX: f32 = 8.5;
+/// Font size of badges, in screen pixels, at every zoom.
+pub const BADGE_PX: f32 = 10.0;
+/// Pixels kept free between neighbouring badges (and around the badge's text).
+const BADGE_GAP_PX: f32 = 6.0;
+/// Node text size in pixels at zoom 1.
+const TEXT_PX: f32 = 11.0;
+
+/// What a node's box holds at a zoom.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeText {
+    /// Its label and snippet, at this font size (pixels), cut to the box.
+    Full {
+        /// Font size of the label, in pixels (never below [`MIN_TEXT_PX`]).
+        px: f32,
+    },
+    /// Too small for text: its answer, score or votes in a badge of readable size
+    /// ([`BADGE_PX`]), cut with "…" to the room its slot leaves.
+    Badge {
+        /// The badge's text, whole.
+        text: String,
+        /// The widest the badge may be drawn, in pixels.
+        max_width_px: f32,
+    },
+    /// Too small even for a badge, or nothing to show: colour only.
+    Nothing,
+}
+
+/// What to draw in `node`'s box at `zoom` (screen pixels per world unit).
+pub fn node_text(node: &Node, zoom: f32) -> NodeText {
+    let px = TEXT_PX * zoom.min(1.2);
+    if px >= MIN_TEXT_PX {
+        return NodeText::Full { px };
+    }
+    let Some(badge) = badge(node) else {
+        return NodeText::Nothing;
+    };
+    // A badge stays inside its slot and its level, so neighbours' badges never overlap; with
+    // room for less than about two characters it is left out.
+    let max_width_px = SLOT_WIDTH * zoom - BADGE_GAP_PX;
+    if max_width_px < BADGE_PX || LEVEL_HEIGHT * zoom < BADGE_PX + BADGE_GAP_PX {
+        return NodeText::Nothing;
+    }
+    NodeText::Badge {
+        text: badge,
+        max_width_px,
+    }
+}
+
+/// A node's badge: its answer, else its score, votes or visits.
+fn badge(node: &Node) -> Option<String> {
+    if let Some(a) = node
+        .answer
+        .as_deref()
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        return Some(a.to_owned());
+    }
+    let s = &node.scores;
+    s.value
+        .map(|v| format!("{v:.2}"))
+        .or_else(|| s.votes.map(|v| format!("{v} votes")))
+        .or_else(|| s.visits.map(|v| format!("{v} visits")))
+}
+
+/// One line of text cut with "…" to `max_width` pixels.
+fn one_line(ui: &Ui, text: String, font: FontId, color: Color32, max_width: f32) -> Arc<Galley> {
+    let mut job = LayoutJob::simple_singleline(text, font, color);
+    job.wrap = TextWrapping::truncate_at_width(max_width.max(1.0));
+    ui.fonts_mut(|f| f.layout_job(job))
+}
 
 /// Pan, zoom and collapse state of one canvas.
 pub struct TreeView {
@@ -253,7 +332,6 @@ impl TreeView {
         }
 
         let visuals = node_visuals(tree, &self.layout, center, self.pan, self.zoom, rect, by);
-        let show_text = self.zoom > 0.45;
         let radius = CornerRadius::same((6.0 * self.zoom.min(1.0)) as u8);
         let pointer = response.hover_pos();
         let mut hovered = None;
@@ -268,41 +346,85 @@ impl TreeView {
             if pointer.is_some_and(|p| v.rect.contains(p)) {
                 hovered = Some(v.id);
             }
-            if show_text {
-                let node = &tree.nodes[v.id];
-                let font = FontId::proportional(11.0 * self.zoom.min(1.2));
-                let dark = Color32::from_gray(20);
-                let head = match (&node.answer, node.kind) {
-                    (Some(a), _) => format!("{}: {}", node.label, short(a, 14)),
-                    _ => node.label.clone(),
-                };
-                painter.text(
-                    v.rect.left_top() + Vec2::new(5.0, 3.0) * self.zoom,
-                    Align2::LEFT_TOP,
-                    head,
-                    font.clone(),
-                    dark,
-                );
-                let snippet = snippet(node);
-                painter.text(
-                    v.rect.left_bottom() + Vec2::new(5.0, -3.0) * self.zoom,
-                    Align2::LEFT_BOTTOM,
-                    snippet,
-                    FontId::monospace(10.0 * self.zoom.min(1.2)),
-                    dark,
-                );
-                if self.collapsed.contains(&v.id) && !node.children.is_empty() {
-                    painter.text(
-                        v.rect.center_bottom() + Vec2::new(0.0, 8.0),
-                        Align2::CENTER_TOP,
-                        format!("+{}", node.children.len()),
-                        font,
-                        ui.visuals().text_color(),
+            let node = &tree.nodes[v.id];
+            segment_bar(&painter, v.rect, node, self.zoom);
+            match node_text(node, self.zoom) {
+                NodeText::Full { px } => {
+                    let font = FontId::proportional(px);
+                    let dark = Color32::from_gray(20);
+                    let head = match &node.answer {
+                        Some(a) => format!("{}: {}", node.label, a.trim()),
+                        None => node.label.clone(),
+                    };
+                    let inner = v.rect.width() - 10.0 * self.zoom;
+                    let head = one_line(ui, head, font.clone(), dark, inner);
+                    painter.galley(
+                        v.rect.left_top() + Vec2::new(5.0, 3.0) * self.zoom,
+                        head,
+                        dark,
                     );
+                    // Thinking reads in a cooler ink than the answer.
+                    let ink = if node.segment_at(node.tokens.len()) == Some(Segment::Thinking) {
+                        Color32::from_rgb(30, 40, 110)
+                    } else {
+                        dark
+                    };
+                    // The snippet keeps the node's last words, as many as the box holds (a
+                    // monospace glyph is about 0.6 em wide; the cut at the end is a safety net).
+                    let body_px = (px - 1.0).max(MIN_TEXT_PX);
+                    let fits = (inner / (0.62 * body_px)).floor().max(4.0) as usize;
+                    let body = one_line(
+                        ui,
+                        snippet(node, fits),
+                        FontId::monospace(body_px),
+                        ink,
+                        inner,
+                    );
+                    let at = v.rect.left_bottom()
+                        + Vec2::new(5.0 * self.zoom, -body.size().y - 6.0 * self.zoom);
+                    painter.galley(at, body, ink);
+                    if self.collapsed.contains(&v.id) && !node.children.is_empty() {
+                        painter.text(
+                            v.rect.center_bottom() + Vec2::new(0.0, 8.0),
+                            Align2::CENTER_TOP,
+                            format!("+{}", node.children.len()),
+                            font,
+                            ui.visuals().text_color(),
+                        );
+                    }
                 }
+                NodeText::Badge { text, max_width_px } => {
+                    let galley = one_line(
+                        ui,
+                        text,
+                        FontId::proportional(BADGE_PX),
+                        Color32::WHITE,
+                        max_width_px - BADGE_GAP_PX,
+                    );
+                    let pill = Rect::from_center_size(
+                        v.rect.center(),
+                        galley.size() + Vec2::new(6.0, 2.0),
+                    );
+                    painter.rect_filled(
+                        pill,
+                        CornerRadius::same(3),
+                        Color32::from_black_alpha(190),
+                    );
+                    if node.status == NodeStatus::Chosen {
+                        painter.rect_stroke(
+                            pill,
+                            CornerRadius::same(3),
+                            Stroke::new(1.0, theme::CHOSEN),
+                            StrokeKind::Outside,
+                        );
+                    }
+                    painter.galley(pill.min + Vec2::new(3.0, 1.0), galley, Color32::WHITE);
+                }
+                NodeText::Nothing => {}
             }
         }
-        legend(&painter, rect, by);
+        let thinks = tree.nodes.iter().any(|n| !n.segments.is_empty());
+        legend(&painter, rect, by, thinks);
 
         if response.double_clicked() {
             if let Some(id) = hovered {
@@ -321,6 +443,35 @@ impl TreeView {
     }
 }
 
+/// A thinking model's node carries a bar along its bottom edge: its tokens in order, thinking
+/// in one colour and answer in another, so where the thought closed shows at any zoom.
+fn segment_bar(painter: &egui::Painter, rect: Rect, node: &Node, zoom: f32) {
+    let runs = node.segment_runs();
+    let len = node.tokens.len();
+    if runs.is_empty() || len == 0 {
+        return;
+    }
+    let h = (6.0 * zoom).clamp(2.0, rect.height() / 3.0);
+    let w = rect.width();
+    for (start, end, segment) in runs {
+        let x0 = rect.left() + w * start as f32 / len as f32;
+        let x1 = rect.left() + w * end as f32 / len as f32;
+        let bar = Rect::from_min_max(
+            Pos2::new(x0, rect.bottom() - h),
+            Pos2::new(x1, rect.bottom()),
+        );
+        painter.rect_filled(bar, CornerRadius::ZERO, segment_color(segment));
+    }
+}
+
+/// The colour a segment is drawn in, in the tree and the inspector.
+pub fn segment_color(segment: Segment) -> Color32 {
+    match segment {
+        Segment::Thinking => theme::THINKING,
+        Segment::Answer => theme::ANSWER,
+    }
+}
+
 fn short(s: &str, n: usize) -> String {
     let s = s.trim();
     if s.chars().count() <= n {
@@ -330,13 +481,18 @@ fn short(s: &str, n: usize) -> String {
     }
 }
 
-fn snippet(node: &Node) -> String {
+/// The node's text on one line, its last `max_chars` characters at most (with "…" in front).
+fn snippet(node: &Node, max_chars: usize) -> String {
     let text = node.text.replace('\n', "¶ ");
     let chars: Vec<char> = text.chars().collect();
-    if chars.len() <= 24 {
+    if chars.len() <= max_chars {
         text
     } else {
-        format!("…{}", chars[chars.len() - 23..].iter().collect::<String>())
+        let keep = max_chars.saturating_sub(1);
+        format!(
+            "…{}",
+            chars[chars.len() - keep..].iter().collect::<String>()
+        )
     }
 }
 
@@ -352,6 +508,13 @@ pub fn node_tooltip(ui: &mut Ui, tree: &Tree, node: &Node) {
         node.tokens.len(),
         tree.depth(node.id)
     ));
+    if !node.segments.is_empty() {
+        ui.label(format!(
+            "thinking {} of {} tokens",
+            node.thinking_tokens(),
+            node.tokens.len()
+        ));
+    }
     if let Some(lp) = node.own_mean_logprob() {
         ui.label(format!(
             "mean log-prob {lp:.2} (p ≈ {:.0}%)",
@@ -382,7 +545,26 @@ pub fn node_tooltip(ui: &mut Ui, tree: &Tree, node: &Node) {
     );
 }
 
-fn legend(painter: &egui::Painter, rect: Rect, by: ColorBy) {
+fn legend(painter: &egui::Painter, rect: Rect, by: ColorBy, thinks: bool) {
+    if thinks {
+        // The segment key sits in the top right corner, clear of the colour scale.
+        let at = rect.right_top() + Vec2::new(-150.0, 10.0);
+        let bg = Rect::from_min_size(at - Vec2::new(6.0, 4.0), Vec2::new(146.0, 20.0));
+        painter.rect_filled(bg, CornerRadius::same(4), Color32::from_black_alpha(140));
+        let mut x = at.x;
+        for (segment, name) in [(Segment::Thinking, "thinking"), (Segment::Answer, "answer")] {
+            let swatch = Rect::from_min_size(Pos2::new(x, at.y + 3.0), Vec2::new(22.0, 5.0));
+            painter.rect_filled(swatch, CornerRadius::ZERO, segment_color(segment));
+            let r = painter.text(
+                Pos2::new(x + 27.0, at.y),
+                Align2::LEFT_TOP,
+                name,
+                FontId::proportional(10.0),
+                Color32::LIGHT_GRAY,
+            );
+            x = r.right() + 14.0;
+        }
+    }
     let origin = rect.left_bottom() + Vec2::new(10.0, -30.0);
     let w = 120.0;
     let (lo, hi, ramp): (&str, &str, fn(f32) -> Color32) = match by {
@@ -443,4 +625,120 @@ fn legend(painter: &egui::Painter, rect: Rect, by: ColorBy) {
         FontId::proportional(10.0),
         Color32::LIGHT_GRAY,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use thinkscope_engine::events::{Event, RunId};
+    use thinkscope_engine::tree::Scores;
+
+    /// A one-node tree's node, finished with `answer` and scored `value`.
+    fn node(answer: Option<&str>, value: Option<f32>) -> Node {
+        let mut t = Tree::default();
+        t.apply(&Event::NodeAdded {
+            run: RunId(0),
+            node: NodeId(0),
+            parent: None,
+            kind: NodeKind::Generated,
+            label: "sample 1".into(),
+            text: "so the answer is 42".into(),
+            fork_at: None,
+        });
+        t.apply(&Event::NodeScored {
+            run: RunId(0),
+            node: NodeId(0),
+            scores: Scores {
+                value,
+                ..Scores::default()
+            },
+        });
+        t.apply(&Event::NodeFinished {
+            run: RunId(0),
+            node: NodeId(0),
+            answer: answer.map(str::to_owned),
+        });
+        t.nodes.remove(0)
+    }
+
+    #[test]
+    fn text_is_drawn_only_where_it_is_readable_and_badges_fit_their_slots() {
+        let n = node(Some(" 42 "), Some(0.5));
+        let (mut full, mut badges, mut nothing) = (0, 0, 0);
+        for step in 1..=400 {
+            let zoom = step as f32 * 0.01;
+            match node_text(&n, zoom) {
+                NodeText::Full { px } => {
+                    full += 1;
+                    assert!(px >= MIN_TEXT_PX, "zoom {zoom}: {px} px");
+                }
+                NodeText::Badge { text, max_width_px } => {
+                    badges += 1;
+                    assert!(TEXT_PX * zoom < MIN_TEXT_PX, "zoom {zoom}: text fits");
+                    assert_eq!(text, "42");
+                    assert!(max_width_px >= BADGE_PX);
+                    assert!(max_width_px + BADGE_GAP_PX <= SLOT_WIDTH * zoom + 1e-3);
+                    assert!(BADGE_PX + BADGE_GAP_PX <= LEVEL_HEIGHT * zoom + 1e-3);
+                }
+                NodeText::Nothing => {
+                    nothing += 1;
+                    assert!(
+                        SLOT_WIDTH * zoom < BADGE_PX + BADGE_GAP_PX
+                            || LEVEL_HEIGHT * zoom < BADGE_PX + BADGE_GAP_PX
+                    );
+                }
+            }
+        }
+        assert!(
+            full > 0 && badges > 0 && nothing > 0,
+            "{full} {badges} {nothing}"
+        );
+    }
+
+    #[test]
+    fn the_badge_is_the_answer_else_the_score_else_nothing() {
+        let zoom = 0.3;
+        let badge = |n: &Node| match node_text(n, zoom) {
+            NodeText::Badge { text, .. } => Some(text),
+            NodeText::Nothing => None,
+            NodeText::Full { .. } => panic!("zoom {zoom} is too small for text"),
+        };
+        assert_eq!(
+            badge(&node(Some("Paris"), Some(0.25))).as_deref(),
+            Some("Paris")
+        );
+        assert_eq!(badge(&node(None, Some(0.25))).as_deref(), Some("0.25"));
+        assert_eq!(badge(&node(Some("  "), None)), None);
+        assert_eq!(badge(&node(None, None)), None);
+    }
+
+    #[test]
+    fn a_long_badge_is_cut_to_its_width_with_real_fonts() {
+        let ctx = egui::Context::default();
+        for _ in 0..2 {
+            let _ = ctx.run_ui(egui::RawInput::default(), |ui| {
+                for width in [12.0, 30.0, 80.0] {
+                    let g = one_line(
+                        ui,
+                        "1234567890 apples and İİİ pears".into(),
+                        FontId::proportional(BADGE_PX),
+                        Color32::WHITE,
+                        width,
+                    );
+                    assert!(g.size().x <= width + 0.5, "{} > {width}", g.size().x);
+                    assert!(g.elided, "cut at {width} px");
+                    assert_eq!(g.rows[0].glyphs.last().map(|c| c.chr), Some('…'));
+                    assert_eq!(g.rows.len(), 1);
+                }
+                let g = one_line(
+                    ui,
+                    "42".into(),
+                    FontId::proportional(BADGE_PX),
+                    Color32::WHITE,
+                    80.0,
+                );
+                assert!(!g.elided);
+            });
+        }
+    }
 }

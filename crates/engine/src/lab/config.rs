@@ -33,6 +33,9 @@ pub struct SweepConfig {
     pub temperature: f32,
     /// Nucleus threshold.
     pub top_p: f32,
+    /// Thinking on or off for a thinking model whose template has the switch; `None` keeps
+    /// the template's default (see [`RunConfig::thinking`]).
+    pub thinking: Option<bool>,
 }
 
 impl Default for SweepConfig {
@@ -48,6 +51,7 @@ impl Default for SweepConfig {
             max_tokens: 128,
             temperature: 0.7,
             top_p: 0.95,
+            thinking: None,
         }
     }
 }
@@ -127,8 +131,14 @@ impl SweepConfig {
     /// The settings a result depends on, written into every record: a resumed sweep only reuses
     /// records made with the same ones.
     pub fn settings_key(&self, model_name: &str) -> String {
+        // Thinking is named only when set, so records made before the switch still resume.
+        let thinking = match self.thinking {
+            None => "",
+            Some(true) => " thinking=on",
+            Some(false) => " thinking=off",
+        };
         format!(
-            "model={model_name} max_n={} max_tokens={} temperature={} top_p={} seed={}",
+            "model={model_name} max_n={} max_tokens={} temperature={} top_p={} seed={}{thinking}",
             self.max_n, self.max_tokens, self.temperature, self.top_p, self.seed
         )
     }
@@ -160,6 +170,43 @@ impl SweepConfig {
         c.top_p = self.top_p;
         c.max_tokens = self.max_tokens;
         c.seed = seed;
+        c.thinking = self.thinking;
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thinking_reaches_every_run_and_the_settings_key_only_when_set() {
+        let mut c = SweepConfig::default();
+        let before = c.settings_key("m");
+        assert!(
+            !before.contains("thinking"),
+            "old records still resume: {before}"
+        );
+        for (thinking, key) in [(Some(false), "thinking=off"), (Some(true), "thinking=on")] {
+            c.thinking = thinking;
+            assert!(c.settings_key("m").ends_with(key));
+            assert_ne!(
+                c.settings_key("m"),
+                before,
+                "records of another setting are not reused"
+            );
+            for (mode, name) in [
+                (SweepMode::Single, "greedy"),
+                (
+                    SweepMode::Pool {
+                        rule: crate::strategy::PoolRule::MostConfident,
+                    },
+                    "best-of-n",
+                ),
+            ] {
+                let run = c.run_config("q", mode, name, 2, 0).expect("config");
+                assert_eq!(run.thinking, thinking);
+            }
+        }
     }
 }

@@ -16,13 +16,52 @@ use crate::events::{Event, RunId};
 use crate::generate::PromptFormat;
 use crate::model::sampling::{Sampler, SamplingParams, TokenInfo};
 use crate::model::template::Message;
+use crate::model::thinking::ThinkingFormat;
 pub use crate::service::{BranchStop, StopRule};
 use crate::service::{
     GenBranch, GenerateRequest, NextToken, OpCost, RunControl, SeqId, SequenceService, Served,
     ServiceInfo,
 };
-use crate::tree::{NodeId, NodeKind, NodeStatus, Scores, Tree};
+use crate::tree::{NodeId, NodeKind, NodeStatus, Scores, Segment, Tree};
 use crate::worker::EventSink;
+
+/// Where a run's prompt leaves a thinking model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PromptThinking {
+    /// No thinking to speak of: the model has no delimiters, or the prompt is plain text.
+    Plain,
+    /// The prompt ends inside the thinking (R1-Distill's `<think>\n`).
+    Open,
+    /// The prompt holds a whole (empty) thought: thinking is switched off.
+    Closed,
+    /// The model opens its thinking itself (Qwen3 or SmolLM3 with thinking on).
+    Ahead,
+}
+
+/// Segment marks for `tokens` appended at token `start` of a node: a token opening the thinking
+/// starts a thinking segment, one closing it ends the segment after itself.
+fn delimiter_marks(
+    thinking: Option<&ThinkingFormat>,
+    start: usize,
+    tokens: &[TokenInfo],
+) -> Vec<(usize, Segment)> {
+    let Some(f) = thinking else {
+        return Vec::new();
+    };
+    tokens
+        .iter()
+        .enumerate()
+        .filter_map(|(k, t)| {
+            if t.id == f.open_id {
+                Some((start + k, Segment::Thinking))
+            } else if t.id == f.close_id {
+                Some((start + k + 1, Segment::Answer))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
 
 /// A live sequence and the tree node it is writing into.
 #[derive(Clone, Debug)]
@@ -65,6 +104,8 @@ pub struct Ctx {
     branches_made: u64,
     live: Vec<SeqId>,
     prompt_ids: Vec<u32>,
+    thinking: Option<ThinkingFormat>,
+    prompt_thinking: PromptThinking,
 }
 
 impl Ctx {
@@ -84,6 +125,7 @@ impl Ctx {
             tokens_reused_unknown: !info.capabilities.reuse_reported,
             ..CostSnapshot::default()
         };
+        let thinking = info.thinking.clone();
         Self {
             run,
             config,
@@ -97,6 +139,8 @@ impl Ctx {
             branches_made: 0,
             live: Vec::new(),
             prompt_ids: Vec::new(),
+            thinking,
+            prompt_thinking: PromptThinking::Plain,
         }
     }
 
@@ -113,6 +157,22 @@ impl Ctx {
     /// The tree so far.
     pub fn tree(&self) -> &Tree {
         &self.tree
+    }
+
+    /// The model's thinking delimiters, for a thinking model.
+    pub fn thinking(&self) -> Option<&ThinkingFormat> {
+        self.thinking.as_ref()
+    }
+
+    /// Where the prompt leaves the model's thinking (after `start`).
+    pub fn prompt_thinking(&self) -> PromptThinking {
+        self.prompt_thinking
+    }
+
+    /// The segment the branch's next token goes into (`None` without thinking delimiters).
+    pub fn segment(&self, b: &Branch) -> Option<Segment> {
+        let n = self.tree.node(b.node)?;
+        n.segment_at(n.tokens.len())
     }
 
     /// Prompt token ids (after `start`).
@@ -142,6 +202,25 @@ impl Ctx {
     pub(crate) fn emit(&mut self, event: Event) {
         self.tree.apply(&event);
         self.events.send(event);
+    }
+
+    /// Append `tokens` to `node` (one event) and mark where they open or close the thinking.
+    fn emit_tokens(&mut self, node: NodeId, tokens: Vec<TokenInfo>) {
+        let start = self.tree.node(node).map_or(0, |n| n.tokens.len());
+        let marks = delimiter_marks(self.thinking.as_ref(), start, &tokens);
+        self.emit(Event::TokensAppended {
+            run: self.run,
+            node,
+            tokens,
+        });
+        for (at, segment) in marks {
+            self.emit(Event::SegmentStarted {
+                run: self.run,
+                node,
+                at,
+                segment,
+            });
+        }
     }
 
     fn maybe_emit_cost(&mut self, force: bool) {
@@ -226,6 +305,19 @@ impl Ctx {
             text: text.to_owned(),
             fork_at,
         });
+        // A node starts in the segment its parent's kept tokens end in.
+        let inherited = parent.and_then(|p| {
+            let keep = fork_at.unwrap_or_else(|| self.tree.nodes[p].tokens.len());
+            self.tree.segment_after(p, keep)
+        });
+        if let Some(segment) = inherited {
+            self.emit(Event::SegmentStarted {
+                run: self.run,
+                node,
+                at: 0,
+                segment,
+            });
+        }
         node
     }
 
@@ -246,12 +338,28 @@ impl Ctx {
     /// Prefill the prompt and create the root node. `greedy` picks the root branch's sampler.
     pub fn start(&mut self, reasoning: bool, greedy: bool) -> Result<Branch> {
         let text = self.prompt_text(reasoning);
-        let ids = self
-            .service
-            .prompt_ids(&[Message::new("user", text.clone())], self.config.format)?;
+        let ids = self.service.prompt_ids_thinking(
+            &[Message::new("user", text.clone())],
+            self.config.format,
+            self.config.thinking,
+        )?;
+        self.prompt_thinking = self.read_prompt_thinking(&ids);
         self.prompt_ids = ids.clone();
         let (seq, len, next) = self.prefill_ids(ids)?;
         let node = self.add_node(None, NodeKind::Prompt, "prompt", &text, None);
+        let segment = match self.prompt_thinking {
+            PromptThinking::Open => Some(Segment::Thinking),
+            _ if self.thinking.is_some() => Some(Segment::Answer),
+            _ => None,
+        };
+        if let Some(segment) = segment {
+            self.emit(Event::SegmentStarted {
+                run: self.run,
+                node,
+                at: 0,
+                segment,
+            });
+        }
         Ok(Branch {
             seq,
             node,
@@ -260,6 +368,26 @@ impl Ctx {
             stop: None,
             len,
         })
+    }
+
+    /// Where the prompt `ids` leave the model's thinking: after its last delimiter, or ahead of
+    /// it when a chat template wrote none.
+    fn read_prompt_thinking(&self, ids: &[u32]) -> PromptThinking {
+        let Some(f) = &self.thinking else {
+            return PromptThinking::Plain;
+        };
+        match ids
+            .iter()
+            .rev()
+            .find(|&&t| t == f.open_id || t == f.close_id)
+        {
+            Some(&t) if t == f.open_id => PromptThinking::Open,
+            Some(_) => PromptThinking::Closed,
+            None if self.config.format == PromptFormat::Auto && self.info().has_chat_template => {
+                PromptThinking::Ahead
+            }
+            None => PromptThinking::Plain,
+        }
     }
 
     /// Start from arbitrary token ids under an existing node (branch by hand).
@@ -278,11 +406,7 @@ impl Ctx {
             .append(&self.control, vec![(seq, vec![first])])?;
         let appended = one(self.served(served))?;
         self.cost.generated_tokens += 1;
-        self.emit(Event::TokensAppended {
-            run: self.run,
-            node,
-            tokens: appended.tokens,
-        });
+        self.emit_tokens(node, appended.tokens);
         Ok(Branch {
             seq,
             node,
@@ -348,11 +472,7 @@ impl Ctx {
         }
         for (k, a) in kids.iter_mut().zip(appended) {
             self.cost.generated_tokens += 1;
-            self.emit(Event::TokensAppended {
-                run: self.run,
-                node: k.node,
-                tokens: a.tokens,
-            });
+            self.emit_tokens(k.node, a.tokens);
             k.next = a.next;
             k.len = a.len;
         }
@@ -386,8 +506,11 @@ impl Ctx {
         };
         let nodes: Vec<NodeId> = active.iter().map(|&i| branches[i].node).collect();
         let (run, events, tree) = (self.run, &self.events, &mut self.tree);
+        let thinking = self.thinking.as_ref();
         let mut on_token = |i: usize, token: TokenInfo| {
             if let Some(&node) = nodes.get(i) {
+                let start = tree.node(node).map_or(0, |n| n.tokens.len());
+                let marks = delimiter_marks(thinking, start, std::slice::from_ref(&token));
                 let event = Event::TokensAppended {
                     run,
                     node,
@@ -395,6 +518,16 @@ impl Ctx {
                 };
                 tree.apply(&event);
                 events.send(event);
+                for (at, segment) in marks {
+                    let event = Event::SegmentStarted {
+                        run,
+                        node,
+                        at,
+                        segment,
+                    };
+                    tree.apply(&event);
+                    events.send(event);
+                }
             }
         };
         let result = self.service.generate(&self.control, request, &mut on_token);
@@ -436,17 +569,31 @@ impl Ctx {
         let appended = one(self.served(served))?;
         branch.next = appended.next;
         branch.len = appended.len;
-        self.emit(Event::TokensAppended {
-            run: self.run,
-            node,
-            tokens: appended.tokens,
-        });
+        self.emit_tokens(node, appended.tokens);
         self.emit(Event::NodeFinished {
             run: self.run,
             node,
             answer: None,
         });
         Ok(branch)
+    }
+
+    /// Append the token a stop rule held back ([`BranchStop::StopToken`]) to the branch's own
+    /// node, as the model's own choice (budget forcing accepting a `</think>` once the thinking
+    /// is long enough). Does nothing for a branch that stopped otherwise.
+    pub fn accept_stop_token(&mut self, b: &mut Branch) -> Result<()> {
+        let Some(BranchStop::StopToken { id }) = b.stop else {
+            return Ok(());
+        };
+        let served = self
+            .service
+            .append(&self.control, vec![(b.seq, vec![id])])?;
+        let appended = one(self.served(served))?;
+        self.emit_tokens(b.node, appended.tokens);
+        b.next = appended.next;
+        b.len = appended.len;
+        b.stop = None;
+        Ok(())
     }
 
     /// Continue in a fresh generated node under `from` (e.g. after a forced node).
@@ -461,7 +608,7 @@ impl Ctx {
 
     /// Mark a branch's node finished; returns the answer extracted from its path.
     pub fn finish(&mut self, b: &Branch) -> Option<String> {
-        let answer = extract_answer(&self.tree.path_text(b.node));
+        let answer = extract_answer(&self.tree.path_answer_text(b.node));
         let mut scores = self.tree.nodes[b.node].scores.clone();
         scores.mean_logprob = self.path_mean_logprob(b.node);
         self.set_scores(b.node, scores);

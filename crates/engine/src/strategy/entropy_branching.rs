@@ -70,9 +70,8 @@ impl StrategyDef for EntropyBranching {
         let max = ctx.config().max_tokens;
         while !frontier.is_empty() {
             let rule = StopRule {
-                max_tokens: max,
-                step_end: false,
                 entropy_above: (splits < max_splits).then_some(threshold),
+                ..StopRule::to_end(max)
             };
             ctx.generate(&mut frontier, &rule)?;
             let mut next = Vec::new();

@@ -19,13 +19,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::ctx::{Branch, BranchStop, Ctx, StopRule};
+pub use self::ctx::{Branch, BranchStop, Ctx, PromptThinking, StopRule};
 pub use self::manual::ManualBranch;
 pub use self::registry::{
     register, registry, Knob, KnobKind, KnobValue, LabMode, Params, PoolRule, Role, StrategyDef,
 };
 use crate::error::{EngineError, Result};
 use crate::generate::PromptFormat;
+use crate::tree;
 
 /// The built-in strategies, in menu order: the registry's starting content.
 fn builtin() -> Vec<Arc<dyn StrategyDef>> {
@@ -279,6 +280,11 @@ pub struct RunConfig {
     /// The known answer, for exact checking.
     #[serde(default)]
     pub expected_answer: Option<String>,
+    /// Thinking on or off, for a thinking model whose template has the switch
+    /// (`enable_thinking`); `None` keeps the template's default. Models that cannot switch
+    /// think (or not) as they always do.
+    #[serde(default)]
+    pub thinking: Option<bool>,
 }
 
 /// Largest token budget accepted for one run.
@@ -297,6 +303,7 @@ impl RunConfig {
             max_tokens: 256,
             budget_tokens: None,
             expected_answer: None,
+            thinking: None,
         }
     }
 
@@ -341,19 +348,31 @@ fn states_answer(text: &str) -> bool {
 /// Finish a reasoning branch: when it stopped without stating an answer (and budget remains),
 /// append the cue "The answer is" and let the model complete one short line. Returns the branch
 /// holding the answer and the extracted answer.
+///
+/// A thinking model's branch that stopped inside its thinking has the thinking closed first
+/// (its closing delimiter goes before the cue), so the answer lands in the answer segment.
 pub(crate) fn conclude(ctx: &mut Ctx, b: Branch) -> Result<(Branch, Option<String>)> {
     let text = ctx.tree().path_text(b.node);
-    if states_answer(&text) || ctx.budget_spent() || b.stop == Some(BranchStop::ContextFull) {
+    let answer_text = ctx.tree().path_answer_text(b.node);
+    let thinking = (ctx.segment(&b) == Some(tree::Segment::Thinking))
+        .then(|| ctx.thinking().map(|f| f.close.clone()))
+        .flatten();
+    let stated = thinking.is_none() && states_answer(&answer_text);
+    if stated || ctx.budget_spent() || b.stop == Some(BranchStop::ContextFull) {
         let answer = ctx.finish(&b);
         return Ok((b, answer));
     }
     ctx.finish(&b);
-    let cue = if text.ends_with('\n') || text.is_empty() {
-        "The answer is"
+    let nl = if text.ends_with('\n') || text.is_empty() {
+        ""
     } else {
-        "\nThe answer is"
+        "\n"
     };
-    let forced = ctx.force(&b, cue, "answer cue")?;
+    let cue = match &thinking {
+        Some(close) => format!("{nl}{close}\n\nThe answer is"),
+        None => format!("{nl}The answer is"),
+    };
+    let forced = ctx.force(&b, &cue, "answer cue")?;
     let mut a = [ctx.continue_in_new_node(&forced, "answer")];
     ctx.generate(&mut a, &StopRule::one_step(24))?;
     let [a] = a;

@@ -138,6 +138,23 @@ pub struct TinySpec {
     pub rope_base_swa: Option<f32>,
     /// Type of the weight matrices (norms, biases and factors are always f32).
     pub weights: GgmlDType,
+    /// A token the model is made to favour wherever it is (`None` for the oracle models).
+    pub favour: Option<TinyFavour>,
+}
+
+/// Make a random-weight model favour one token: every embedding shares a component along one
+/// direction, which survives the few random layers into the final hidden state, and the
+/// favoured token's (tied) output row points that way `strength` times as far. The token then
+/// comes up often at any position, not always: how a tiny thinking model is made to try to end
+/// its thinking, so budget forcing has something to suppress.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TinyFavour {
+    /// The favoured token (a piece of the vocabulary).
+    pub piece: &'static str,
+    /// The shared component added to every embedding.
+    pub offset: f32,
+    /// How much further the favoured token's row points along it.
+    pub strength: f32,
 }
 
 impl TinySpec {
@@ -155,6 +172,7 @@ impl TinySpec {
             rope_base: 10_000.0,
             rope_base_swa: None,
             weights: GgmlDType::Q8_0,
+            favour: None,
         }
     }
 
@@ -196,6 +214,7 @@ pub fn oracle_specs() -> Vec<(&'static str, TinySpec)> {
         // f32 weights: llama.cpp and thinkscope then both multiply in f32 (no 8-bit activations
         // to round differently), which leaves the f16 KV cache as the main difference.
         weights: GgmlDType::F32,
+        favour: None,
     };
     let bpe = |pre| TinyVocab::Bpe { pre };
     vec![
@@ -338,10 +357,42 @@ fn oracle_phi3(base: TinySpec) -> TinySpec {
     }
 }
 
-/// The tiny model spec called `name` in [`oracle_specs`].
+/// Thinking models that often try to end their thinking, for budget forcing's tests and demos:
+/// the oracle models of the thinking families (`qwen3`, `r1-distill-qwen`, `smollm3`) with
+/// their closing delimiter favoured ([`TinyFavour`]), named `<family>-thinker`.
+pub fn thinker_specs() -> Vec<(&'static str, TinySpec)> {
+    [
+        ("qwen3-thinker", "qwen3"),
+        ("r1-distill-qwen-thinker", "r1-distill-qwen"),
+        ("smollm3-thinker", "smollm3"),
+    ]
+    .into_iter()
+    .filter_map(|(name, base)| {
+        let spec = oracle_spec(base)?;
+        Some((
+            name,
+            TinySpec {
+                favour: Some(TinyFavour {
+                    piece: "</think>",
+                    offset: 2.0,
+                    strength: 3.0,
+                }),
+                ..spec
+            },
+        ))
+    })
+    .collect()
+}
+
+/// The tiny model spec called `name` in [`oracle_specs`] or [`thinker_specs`].
 pub fn oracle_spec(name: &str) -> Option<TinySpec> {
     oracle_specs()
         .into_iter()
+        .chain(if name.ends_with("-thinker") {
+            thinker_specs()
+        } else {
+            Vec::new()
+        })
         .find(|(n, _)| *n == name)
         .map(|(_, s)| s)
 }
@@ -459,12 +510,25 @@ pub fn write_tiny_model(path: &Path, spec: &TinySpec) -> Result<()> {
         tensor(data, &[n], GgmlDType::F32)
     };
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    let mut embeddings = random(&[n_vocab, s.hidden], 0.25, 0.0);
+    if let Some(f) = spec.favour {
+        let Some(favoured) = vocab.id(f.piece) else {
+            return Err(crate::error::EngineError::InvalidParameter(format!(
+                "the tiny vocabulary has no '{}' to favour",
+                f.piece
+            )));
+        };
+        for row in embeddings.chunks_mut(s.hidden) {
+            row[0] += f.offset;
+        }
+        // An output matrix of its own, so reading the favoured token does not favour it more.
+        let mut output = embeddings.clone();
+        output[favoured * s.hidden] += f.strength;
+        tensors.push(("output.weight".into(), q8(output, &[n_vocab, s.hidden])?));
+    }
     tensors.push((
         "token_embd.weight".into(),
-        q8(
-            random(&[n_vocab, s.hidden], 0.25, 0.0),
-            &[n_vocab, s.hidden],
-        )?,
+        q8(embeddings, &[n_vocab, s.hidden])?,
     ));
     tensors.push((
         "output_norm.weight".into(),
