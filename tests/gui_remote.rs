@@ -21,6 +21,7 @@ fn harness(dir: &Path) -> Harness<'static, ThinkscopeApp> {
         model_path: Some(model),
         config_dir: Some(dir.join("config")),
         models_dir: dir.to_owned(),
+        open: None,
     });
     Harness::builder()
         .with_size([1280.0, 800.0])
