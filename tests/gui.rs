@@ -721,3 +721,73 @@ fn a_hostile_template_fails_the_run_and_stop_and_quit_still_work() {
     // Quit: dropping the app (worker and all) returns.
     drop(h);
 }
+
+/// A run saved the way `thinkscope-cli run --save-session` saves it opens in the app: the same
+/// tree, the pane set up to run it again.
+#[test]
+fn a_session_saved_by_the_cli_opens_and_runs_again() {
+    use thinkscope_engine::events::RunId;
+    use thinkscope_engine::session::{PaneSettings, SessionFile as EngineSession};
+    use thinkscope_engine::strategy::{Knobs, RunConfig, Strategy};
+    use thinkscope_engine::view::{run_to_end, Watch};
+    use thinkscope_engine::worker::{Worker, WorkerOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let model_path = d.join("tiny.gguf");
+    write_tiny_model(&model_path, &TinySpec::llama()).expect("tiny model");
+    let model = Arc::new(
+        thinkscope_engine::Model::load(&model_path, &candle_core::Device::Cpu).expect("load"),
+    );
+    let worker = Worker::spawn(model, WorkerOptions::default(), Arc::new(|| {})).expect("worker");
+    let knobs = Knobs {
+        samples: Some(2),
+        ..Knobs::default()
+    };
+    let config = RunConfig {
+        prompt: "what is 3 + 4 ?".into(),
+        format: Default::default(),
+        strategy: Strategy::from_name("self-consistency", &knobs).expect("strategy"),
+        temperature: 0.7,
+        top_p: 0.95,
+        seed: 3,
+        max_tokens: 6,
+        budget_tokens: None,
+        expected_answer: None,
+    };
+    let view = run_to_end(
+        &worker,
+        RunId(1),
+        config.clone(),
+        Watch::default(),
+        |_, _| {},
+    )
+    .expect("run");
+    let file = d.join("from-cli.json");
+    EngineSession::from_run(&config, view.tree.clone(), view.cost.clone())
+        .write(&file)
+        .expect("write");
+    drop(worker);
+
+    let mut h = harness_opening(d, Some(file));
+    ready(&mut h);
+    assert_eq!(h.state().panes[0].run.tree, view.tree);
+    assert_eq!(h.state().settings.prompt, "what is 3 + 4 ?");
+    assert_eq!(
+        h.state().settings.panes[0],
+        PaneSettings::from_config(&config)
+    );
+    assert_eq!(
+        h.state().panes[0].status,
+        PaneStatus::Done(RunOutcome::Completed)
+    );
+    // Run it again in the app: the same settings give a tree of the same shape.
+    h.get_by_label("Run").click();
+    h.step();
+    wait_for(&mut h, "the rerun", |a| {
+        matches!(a.panes[0].status, PaneStatus::Done(_))
+    });
+    assert_eq!(
+        h.state().panes[0].run.tree.nodes[0].children.len(),
+        view.tree.nodes[0].children.len()
+    );
+}
