@@ -582,6 +582,18 @@ fn a_session_named_on_the_command_line_opens_at_start() {
     assert!(h.state().notices().iter().any(|n| n.starts_with("Opened")));
     drop(h);
 
+    // A tree exported as JSON opens the same way, as one pane.
+    let exported = d.join("tree.json");
+    std::fs::write(
+        &exported,
+        serde_json::to_string_pretty(&want.panes[0].tree).expect("json"),
+    )
+    .expect("write");
+    let mut h = harness_opening(d, Some(exported));
+    h.step();
+    assert_eq!(h.state().panes[0].run.tree, want.panes[0].tree);
+    drop(h);
+
     // A broken file is a clear message at start, and the app runs on with nothing lost.
     let broken = d.join("broken.json");
     let text = std::fs::read_to_string(&file).expect("read");

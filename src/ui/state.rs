@@ -172,14 +172,39 @@ impl SessionFile {
             .map_err(|e| anyhow::anyhow!("the session was not opened: {e:#}: {}", path.display()))
     }
 
-    /// Parse and check the text of a session file (see [`Self::read`]).
+    /// Parse and check the text of a session file (see [`Self::read`]). A tree exported with
+    /// *Export tree as JSON* opens too, as a one-pane session on its prompt.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let mut s: SessionFile =
-            serde_json::from_str(text).context("it is not a thinkscope session file")?;
+        let mut s: SessionFile = match serde_json::from_str(text) {
+            Ok(s) => s,
+            Err(e) => match serde_json::from_str::<thinkscope_engine::tree::Tree>(text) {
+                Ok(tree) if !tree.nodes.is_empty() => Self::of_tree(tree),
+                _ => {
+                    return Err(
+                        anyhow::Error::from(e).context("it is not a thinkscope session file")
+                    )
+                }
+            },
+        };
         check(s.version, &s.panes).map_err(anyhow::Error::msg)?;
         s.settings.sanitize();
         Ok(s)
+    }
+
+    /// A one-pane session holding an exported tree, its prompt taken from the tree's root.
+    fn of_tree(tree: thinkscope_engine::tree::Tree) -> Self {
+        let mut settings = Settings::default();
+        if let Some(root) = tree.nodes.first() {
+            settings.prompt = root.text.clone();
+        }
+        Self {
+            version: SESSION_VERSION,
+            settings,
+            panes: vec![PaneSnapshot {
+                tree,
+                ..PaneSnapshot::default()
+            }],
+        }
     }
 
     /// Write the session atomically: a crash or a full disk leaves the previous file intact.
@@ -236,6 +261,31 @@ mod tests {
         Tree {
             nodes: vec![node(0, None, vec![1]), node(1, Some(0), vec![])],
             ..Tree::default()
+        }
+    }
+
+    #[test]
+    fn an_exported_tree_opens_as_a_one_pane_session_and_is_checked() {
+        let mut tree = two_nodes();
+        tree.nodes[0].text = "What is 2 + 2?".into();
+        let s = SessionFile::parse(&serde_json::to_string(&tree).expect("json")).expect("opens");
+        assert_eq!(s.panes.len(), 1);
+        assert_eq!(s.panes[0].tree, tree);
+        assert_eq!(s.settings.prompt, "What is 2 + 2?");
+        // An impossible exported tree is refused like a session's.
+        tree.nodes[0].parent = Some(NodeId(1));
+        let err = format!(
+            "{:#}",
+            SessionFile::parse(&serde_json::to_string(&tree).expect("json")).expect_err("cycle")
+        );
+        assert!(err.contains("pane A's tree cannot be shown"), "{err}");
+        // Neither a session nor a tree.
+        for text in ["{}", "[1, 2]", "{\"nodes\": 3}"] {
+            let err = format!("{:#}", SessionFile::parse(text).expect_err(text));
+            assert!(
+                err.contains("not a thinkscope session file"),
+                "{text}: {err}"
+            );
         }
     }
 
