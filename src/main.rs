@@ -11,7 +11,8 @@ use thinkscope_engine::fetch;
 #[derive(Parser)]
 #[command(name = "thinkscope", version, about = "Watch a language model think")]
 struct Args {
-    /// A session file to open (saved by the app, or by `thinkscope-cli run --save-session`).
+    /// A session file to open (saved by the app or by `thinkscope-cli run --save-session`), or a
+    /// tree exported as JSON.
     session: Option<PathBuf>,
     /// GGUF model to open (default: the last one, else SmolLM2-135M-Instruct, fetched if missing).
     #[arg(long)]
