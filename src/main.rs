@@ -11,6 +11,9 @@ use thinkscope_engine::fetch;
 #[derive(Parser)]
 #[command(name = "thinkscope", version, about = "Watch a language model think")]
 struct Args {
+    /// A session file to open (saved by the app or by `thinkscope-cli run --save-session`), or a
+    /// tree exported as JSON.
+    session: Option<PathBuf>,
     /// GGUF model to open (default: the last one, else SmolLM2-135M-Instruct, fetched if missing).
     #[arg(long)]
     model: Option<PathBuf>,
@@ -34,7 +37,7 @@ impl eframe::App for App {
     }
 
     fn on_exit(&mut self) {
-        self.0.save_now();
+        self.0.exit();
     }
 }
 
@@ -62,6 +65,7 @@ fn main() -> eframe::Result {
         config_dir: Settings::default_dir(),
         models_dir: args.models_dir.unwrap_or_else(fetch::models_dir),
         device: args.device,
+        open: args.session,
     };
     let icon = eframe::icon_data::from_png_bytes(include_bytes!("../assets/icon.png")).ok();
     let mut viewport = egui::ViewportBuilder::default()

@@ -2,16 +2,22 @@
 //! sessions) and keeps snapshot images of the main screens.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eframe::egui::Role;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use thinkscope::ui::app::PaneStatus;
+use thinkscope::ui::autosave;
+use thinkscope::ui::state::SessionFile;
 use thinkscope::ui::{AppOptions, ThinkscopeApp};
 use thinkscope_engine::cost::CostSnapshot;
-use thinkscope_engine::strategy::KnobValue;
-use thinkscope_engine::tiny::{write_tiny_model, TinySpec};
+use thinkscope_engine::events::RunOutcome;
+use thinkscope_engine::strategy::{
+    register, Ctx, Knob, KnobValue, LabMode, Params, StopRule, StrategyDef,
+};
+use thinkscope_engine::tiny::{rewrite_gguf, write_tiny_model, TinySpec};
 
 fn harness(dir: &Path) -> Harness<'static, ThinkscopeApp> {
     let model = dir.join("tiny.gguf");
@@ -456,4 +462,398 @@ fn the_device_menu_moves_the_model_and_keeps_it_when_that_fails() {
         matches!(a.panes[0].status, PaneStatus::Done(_))
     });
     assert!(h.state().panes[0].run.tree.nodes.len() >= 2);
+}
+
+fn config(dir: &Path) -> std::path::PathBuf {
+    dir.join("config")
+}
+
+fn autosaved(dir: &Path) -> Option<SessionFile> {
+    SessionFile::read(&config(dir).join(autosave::AUTOSAVE)).ok()
+}
+
+fn harness_opening(
+    dir: &Path,
+    open: Option<std::path::PathBuf>,
+) -> Harness<'static, ThinkscopeApp> {
+    let model = dir.join("tiny.gguf");
+    if !model.exists() {
+        write_tiny_model(&model, &TinySpec::llama()).expect("tiny model");
+    }
+    let app = ThinkscopeApp::new(AppOptions {
+        model_path: Some(model),
+        config_dir: Some(config(dir)),
+        models_dir: dir.to_owned(),
+        open,
+        ..AppOptions::default()
+    });
+    Harness::builder()
+        .with_size([1280.0, 800.0])
+        .allow_missing_glyphs()
+        .build_ui_state(|ui, app: &mut ThinkscopeApp| app.ui(ui), app)
+}
+
+/// Run pane A with system1 and wait for it to end.
+fn run_system1(h: &mut Harness<'static, ThinkscopeApp>, prompt: &str) {
+    h.state_mut().settings.prompt = prompt.into();
+    h.state_mut().settings.panes[0].strategy = "system1".into();
+    h.state_mut().settings.panes[0].max_tokens = 12;
+    h.state_mut().run_all();
+    wait_for(h, "the run", |a| {
+        matches!(a.panes[0].status, PaneStatus::Done(_))
+    });
+}
+
+#[test]
+fn after_a_crash_the_autosave_is_offered_back_never_silently() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let tree = {
+        let mut h = harness(d);
+        ready(&mut h);
+        run_system1(&mut h, "Name a colour.");
+        let tree = h.state().panes[0].run.tree.clone();
+        assert!(tree.nodes.len() >= 2);
+        // A finished run is autosaved (by the writer thread) without any save by the user.
+        wait_for(&mut h, "the autosave", |a| {
+            autosaved(d).is_some_and(|s| s.panes[0].tree == a.panes[0].run.tree)
+        });
+        // A crash: nothing of the app's exit runs, as after a kill -9.
+        std::mem::forget(h);
+        tree
+    };
+    assert!(config(d).join(autosave::MARKER).exists());
+
+    let mut h = harness(d);
+    h.step();
+    assert!(
+        h.state().restore_offered(),
+        "the crashed session is offered"
+    );
+    assert!(
+        h.state().panes[0].run.tree.nodes.is_empty(),
+        "nothing is restored without asking"
+    );
+    h.get_by_label("Restore previous session?");
+    h.get_by_label("Restore").click();
+    h.step();
+    assert!(!h.state().restore_offered());
+    assert_eq!(h.state().panes[0].run.tree, tree);
+    assert_eq!(h.state().settings.prompt, "Name a colour.");
+    // The restored session is autosaved in turn; crash again, and discard this time.
+    wait_for(&mut h, "the autosave of the restored session", |a| {
+        autosaved(d).is_some_and(|s| s.panes[0].tree == a.panes[0].run.tree)
+    });
+    std::mem::forget(h);
+
+    let mut h = harness(d);
+    h.step();
+    assert!(h.state().restore_offered());
+    h.get_by_label("Discard").click();
+    h.step();
+    assert!(!h.state().restore_offered());
+    assert!(h.state().panes[0].run.tree.nodes.is_empty());
+    let kept = SessionFile::read(&config(d).join(autosave::DISCARDED)).expect("kept aside");
+    assert_eq!(kept.panes[0].tree, tree, "discarding keeps the file aside");
+    // A clean exit clears the crash marker: the next start offers nothing.
+    drop(h);
+    assert!(!config(d).join(autosave::MARKER).exists());
+    let mut h = harness(d);
+    h.step();
+    assert!(!h.state().restore_offered());
+    assert!(h.query_by_label("Restore previous session?").is_none());
+}
+
+#[test]
+fn opening_a_session_over_unsaved_work_asks_and_keeps_a_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let mut h = harness(d);
+    ready(&mut h);
+    run_system1(&mut h, "Count to three.");
+    let mine = h.state().panes[0].run.tree.clone();
+    assert!(h.state().unsaved_work());
+    let file = d.join("other.json");
+    let other = synthetic_session(h.state());
+    other.write(&file).expect("write");
+
+    // Cancel keeps the work.
+    h.state_mut().request_open_session(&file);
+    // A new window is sized in one frame and shown in the next.
+    h.step();
+    h.step();
+    assert!(h.state().open_pending());
+    assert_eq!(h.state().panes[0].run.tree, mine, "nothing replaced yet");
+    h.get_by_label("Cancel").click();
+    h.step();
+    assert!(!h.state().open_pending());
+    assert_eq!(h.state().panes[0].run.tree, mine);
+
+    // Replace opens the file and keeps the replaced trees in the config folder.
+    h.state_mut().request_open_session(&file);
+    h.step();
+    h.step();
+    h.get_by_label("Replace").click();
+    h.step();
+    assert_eq!(h.state().panes[0].run.tree, other.panes[0].tree);
+    let before = SessionFile::read(&config(d).join(autosave::BEFORE_OPEN)).expect("copy");
+    assert_eq!(before.panes[0].tree, mine);
+    // What was just opened is on disk: opening again asks nothing.
+    assert!(!h.state().unsaved_work());
+    h.state_mut().request_open_session(&file);
+    h.step();
+    assert!(!h.state().open_pending());
+
+    // A file that is not a session is a message; the open trees stay.
+    let bad = d.join("bad.json");
+    std::fs::write(&bad, "[1, 2, 3]").expect("write");
+    h.state_mut().request_open_session(&bad);
+    h.step();
+    assert!(!h.state().open_pending());
+    assert!(h
+        .state()
+        .notices()
+        .iter()
+        .any(|n| n.contains("not a thinkscope session") && n.ends_with("bad.json")));
+    assert_eq!(h.state().panes[0].run.tree, other.panes[0].tree);
+}
+
+#[test]
+fn a_session_named_on_the_command_line_opens_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let file = d.join("start.json");
+    {
+        let h = harness_opening(d, None);
+        synthetic_session(h.state()).write(&file).expect("write");
+    }
+    let want = SessionFile::read(&file).expect("read");
+    let mut h = harness_opening(d, Some(file.clone()));
+    h.step();
+    assert_eq!(h.state().panes[0].run.tree, want.panes[0].tree);
+    assert_eq!(h.state().settings.prompt, want.settings.prompt);
+    assert!(h.state().notices().iter().any(|n| n.starts_with("Opened")));
+    drop(h);
+
+    // A tree exported as JSON opens the same way, as one pane.
+    let exported = d.join("tree.json");
+    std::fs::write(
+        &exported,
+        serde_json::to_string_pretty(&want.panes[0].tree).expect("json"),
+    )
+    .expect("write");
+    let mut h = harness_opening(d, Some(exported));
+    h.step();
+    assert_eq!(h.state().panes[0].run.tree, want.panes[0].tree);
+    drop(h);
+
+    // A broken file is a clear message at start, and the app runs on with nothing lost.
+    let broken = d.join("broken.json");
+    let text = std::fs::read_to_string(&file).expect("read");
+    std::fs::write(&broken, &text[..text.len() / 2]).expect("write");
+    let mut h = harness_opening(d, Some(broken));
+    ready(&mut h);
+    assert!(
+        h.state()
+            .notices()
+            .iter()
+            .any(|n| n.contains("the session was not opened") && n.ends_with("broken.json")),
+        "{:?}",
+        h.state().notices()
+    );
+    run_system1(&mut h, "Still works?");
+    assert_eq!(
+        h.state().panes[0].status,
+        PaneStatus::Done(RunOutcome::Completed)
+    );
+}
+
+/// A strategy that panics mid-run, registered the way any strategy is.
+struct Panics;
+
+impl StrategyDef for Panics {
+    fn name(&self) -> &'static str {
+        "test-panics"
+    }
+
+    fn title(&self) -> &'static str {
+        "Panics (test)"
+    }
+
+    fn summary(&self) -> &'static str {
+        "Writes a few tokens, then panics."
+    }
+
+    fn knobs(&self) -> Vec<Knob> {
+        Vec::new()
+    }
+
+    fn lab_mode(&self) -> LabMode {
+        LabMode::Single
+    }
+
+    fn run(&self, ctx: &mut Ctx, _p: &Params) -> thinkscope_engine::Result<()> {
+        let root = ctx.start(true, false)?;
+        let mut b = [ctx.continue_in_new_node(&root, "doomed")];
+        ctx.generate(&mut b, &StopRule::to_end(3))?;
+        let n = ctx.tree().nodes.len();
+        panic!("strategy bug with {n} nodes");
+    }
+}
+
+#[test]
+fn a_panicking_strategy_fails_its_pane_with_the_message_and_the_next_run_works() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| register(Arc::new(Panics)).expect("register"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = harness(dir.path());
+    ready(&mut h);
+    h.state_mut().settings.panes[0].strategy = "test-panics".into();
+    h.step();
+    h.get_by_label("Run").click();
+    h.step();
+    wait_for(&mut h, "the run to end", |a| {
+        matches!(a.panes[0].status, PaneStatus::Done(_))
+    });
+    assert_eq!(
+        h.state().panes[0].status,
+        PaneStatus::Done(RunOutcome::Failed)
+    );
+    // The pane says why, in its own header.
+    let shown = h.get_by_label_contains("run failed:");
+    let text = format!("{shown:?}");
+    assert!(text.contains("strategy bug with"), "{text}");
+    assert!(
+        h.state().panes[0].run.tree.nodes.len() >= 2,
+        "the partial tree stays"
+    );
+    // The same pane runs again.
+    h.state_mut().settings.panes[0].strategy = "system1".into();
+    h.state_mut().settings.panes[0].max_tokens = 8;
+    h.step();
+    h.get_by_label("Run").click();
+    h.step();
+    wait_for(&mut h, "the next run", |a| {
+        matches!(a.panes[0].status, PaneStatus::Done(_))
+    });
+    assert_eq!(
+        h.state().panes[0].status,
+        PaneStatus::Done(RunOutcome::Completed)
+    );
+    assert!(h.query_by_label_contains("run failed:").is_none());
+}
+
+#[test]
+fn a_hostile_template_fails_the_run_and_stop_and_quit_still_work() {
+    use candle_core::quantized::gguf_file::Value;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let src = d.join("plain.gguf");
+    write_tiny_model(&src, &TinySpec::llama()).expect("tiny");
+    // `harness` opens tiny.gguf: make that the hostile one.
+    rewrite_gguf(&src, &d.join("tiny.gguf"), |meta, _| {
+        meta.retain(|(k, _)| k != "tokenizer.chat_template");
+        meta.push((
+            "tokenizer.chat_template".into(),
+            Value::String(
+                "{% for a in range(100000) %}{% for b in range(100000) %}\
+                 {% for c in range(100000) %}{% endfor %}{% endfor %}{% endfor %}"
+                    .into(),
+            ),
+        ));
+    })
+    .expect("rewrite");
+    let mut h = harness(d);
+    ready(&mut h);
+    h.state_mut().settings.panes[0].strategy = "self-consistency".into();
+    h.step();
+    // Stop right after Run: the UI never waits on the render.
+    h.get_by_label("Run").click();
+    h.step();
+    h.get_by_label("Stop").click();
+    h.step();
+    wait_for(&mut h, "the stop", |a| !a.busy());
+    // Run to the end: the template's error, in the pane.
+    h.get_by_label("Run").click();
+    h.step();
+    wait_for(&mut h, "the run to end", |a| !a.busy());
+    assert_eq!(
+        h.state().panes[0].status,
+        PaneStatus::Done(RunOutcome::Failed)
+    );
+    let text = format!("{:?}", h.get_by_label_contains("run failed:"));
+    assert!(text.contains("ran too long"), "{text}");
+    // Quit: dropping the app (worker and all) returns.
+    drop(h);
+}
+
+/// A run saved the way `thinkscope-cli run --save-session` saves it opens in the app: the same
+/// tree, the pane set up to run it again.
+#[test]
+fn a_session_saved_by_the_cli_opens_and_runs_again() {
+    use thinkscope_engine::events::RunId;
+    use thinkscope_engine::session::{PaneSettings, SessionFile as EngineSession};
+    use thinkscope_engine::strategy::{Knobs, RunConfig, Strategy};
+    use thinkscope_engine::view::{run_to_end, Watch};
+    use thinkscope_engine::worker::{Worker, WorkerOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let model_path = d.join("tiny.gguf");
+    write_tiny_model(&model_path, &TinySpec::llama()).expect("tiny model");
+    let model = Arc::new(
+        thinkscope_engine::Model::load(&model_path, &candle_core::Device::Cpu).expect("load"),
+    );
+    let worker = Worker::spawn(model, WorkerOptions::default(), Arc::new(|| {})).expect("worker");
+    let knobs = Knobs {
+        samples: Some(2),
+        ..Knobs::default()
+    };
+    let config = RunConfig {
+        prompt: "what is 3 + 4 ?".into(),
+        format: Default::default(),
+        strategy: Strategy::from_name("self-consistency", &knobs).expect("strategy"),
+        temperature: 0.7,
+        top_p: 0.95,
+        seed: 3,
+        max_tokens: 6,
+        budget_tokens: None,
+        expected_answer: None,
+        thinking: None,
+    };
+    let view = run_to_end(
+        &worker,
+        RunId(1),
+        config.clone(),
+        Watch::default(),
+        |_, _| {},
+    )
+    .expect("run");
+    let file = d.join("from-cli.json");
+    EngineSession::from_run(&config, view.tree.clone(), view.cost.clone())
+        .write(&file)
+        .expect("write");
+    drop(worker);
+
+    let mut h = harness_opening(d, Some(file));
+    ready(&mut h);
+    assert_eq!(h.state().panes[0].run.tree, view.tree);
+    assert_eq!(h.state().settings.prompt, "what is 3 + 4 ?");
+    assert_eq!(
+        h.state().settings.panes[0],
+        PaneSettings::from_config(&config)
+    );
+    assert_eq!(
+        h.state().panes[0].status,
+        PaneStatus::Done(RunOutcome::Completed)
+    );
+    // Run it again in the app: the same settings give a tree of the same shape.
+    h.get_by_label("Run").click();
+    h.step();
+    wait_for(&mut h, "the rerun", |a| {
+        matches!(a.panes[0].status, PaneStatus::Done(_))
+    });
+    assert_eq!(
+        h.state().panes[0].run.tree.nodes[0].children.len(),
+        view.tree.nodes[0].children.len()
+    );
 }

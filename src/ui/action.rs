@@ -46,4 +46,12 @@ pub enum Action {
     Dismiss(usize),
     /// Close the window.
     Quit,
+    /// Restore the autosave of a run that crashed.
+    RestoreSession,
+    /// Keep the crashed run's autosave aside instead.
+    DiscardRestore,
+    /// Replace the open (unsaved) session with the file asked for.
+    ConfirmOpen,
+    /// Keep the open session.
+    CancelOpen,
 }

@@ -14,6 +14,7 @@ use thinkscope_engine::lab::SweepEngine;
 use thinkscope_engine::model::thinking::ThinkingFormat;
 
 use crate::ui::action::Action;
+use crate::ui::autosave::{self, confirm_open_ui, restore_ui, Autosave, Leftover};
 use crate::ui::connect::{connect_ui, default_key, ConnectDialog, Connector, ServerRequest};
 use crate::ui::controls::controls_ui;
 use crate::ui::files::{pick_file, Picked};
@@ -24,7 +25,7 @@ use crate::ui::panels::{menu_ui, notices_ui, status_ui, toolbar_ui, Notice};
 use crate::ui::panes::panes_ui;
 use crate::ui::runs::pane_letter;
 pub use crate::ui::runs::{Pane, PaneStatus};
-use crate::ui::state::{Settings, View};
+use crate::ui::state::{SessionFile, Settings, View};
 
 /// How the app starts.
 #[derive(Clone, Debug, Default)]
@@ -37,6 +38,8 @@ pub struct AppOptions {
     pub models_dir: PathBuf,
     /// Device to run on (else the one in the settings, else `auto`).
     pub device: Option<DevicePref>,
+    /// A session file to open at start (`thinkscope FILE.json`).
+    pub open: Option<PathBuf>,
 }
 
 /// The application.
@@ -64,6 +67,15 @@ pub struct ThinkscopeApp {
     pub(crate) pending_png: Option<PathBuf>,
     connect: ConnectDialog,
     connector: Option<Connector>,
+    /// Changes to the panes' trees (events folded, runs started, sessions opened).
+    pub(crate) edits: u64,
+    /// `edits` when the trees were last saved to or opened from a file.
+    pub(crate) saved_edits: u64,
+    autosave: Option<Autosave>,
+    /// Autosave right away (a run finished).
+    pub(crate) autosave_now: bool,
+    restore_offer: Option<Box<SessionFile>>,
+    pub(crate) pending_open: Option<(PathBuf, Box<SessionFile>)>,
 }
 
 impl ThinkscopeApp {
@@ -100,11 +112,103 @@ impl ThinkscopeApp {
             pending_png: None,
             connect: ConnectDialog::default(),
             connector: None,
+            edits: 0,
+            saved_edits: 0,
+            autosave: None,
+            autosave_now: false,
+            restore_offer: None,
+            pending_open: None,
         };
         if let Some(w) = warning {
             app.notify(w, true);
         }
+        if let Some(dir) = app.options.config_dir.clone() {
+            let (leftover, warning) = autosave::recover(&dir);
+            let mut saver = Autosave::new(dir);
+            match leftover {
+                Leftover::None => {}
+                Leftover::Crashed(s) => {
+                    saver.suspended = true;
+                    app.restore_offer = Some(s);
+                }
+                Leftover::Unreadable(msg) => app.notify(msg, true),
+            }
+            if let Some(w) = warning {
+                app.notify(format!("autosave is off: {w}"), true);
+            } else {
+                app.autosave = Some(saver);
+            }
+        }
+        if let Some(path) = app.options.open.clone() {
+            app.request_open_session(&path);
+        }
         app
+    }
+
+    /// Whether "Restore previous session?" is being asked.
+    pub fn restore_offered(&self) -> bool {
+        self.restore_offer.is_some()
+    }
+
+    /// Whether "Replace the open session?" is being asked.
+    pub fn open_pending(&self) -> bool {
+        self.pending_open.is_some()
+    }
+
+    /// Whether the trees shown changed since they were last saved to or opened from a file.
+    pub fn unsaved_work(&self) -> bool {
+        self.edits != self.saved_edits && self.panes.iter().any(|p| !p.run.tree.nodes.is_empty())
+    }
+
+    fn autosave_tick(&mut self) {
+        let Some(mut saver) = self.autosave.take() else {
+            return;
+        };
+        let now = std::mem::take(&mut self.autosave_now);
+        let report = saver.tick(self.edits, &self.settings, now, || self.session());
+        self.autosave = Some(saver);
+        if let Some(r) = report {
+            self.notify(r, true);
+        }
+    }
+
+    /// Restore the crashed run's autosave ("Restore previous session?" > Restore).
+    pub fn restore_session(&mut self) {
+        let Some(offer) = self.restore_offer.take() else {
+            return;
+        };
+        self.apply_session(*offer);
+        if let Some(a) = &mut self.autosave {
+            a.suspended = false;
+        }
+        self.notify("Restored the previous session.", false);
+    }
+
+    /// Set the crashed run's autosave aside ("Restore previous session?" > Discard).
+    pub fn discard_restore(&mut self) {
+        if self.restore_offer.take().is_none() {
+            return;
+        }
+        if let Some(a) = &mut self.autosave {
+            match a.discard() {
+                Ok(p) => self.notify(
+                    format!("The previous session was kept as {}", p.display()),
+                    false,
+                ),
+                Err(e) => self.notify(
+                    format!("could not set the previous autosave aside: {e}"),
+                    true,
+                ),
+            }
+        }
+    }
+
+    /// A clean exit: settings saved, the last autosave written, the crash marker removed.
+    pub fn exit(&mut self) {
+        self.persist(true);
+        if let Some(mut saver) = self.autosave.take() {
+            saver.shutdown(self.edits, &self.settings, || self.session());
+        }
     }
 
     /// How the app was started.
@@ -364,6 +468,14 @@ impl ThinkscopeApp {
                 }
             }
             Action::Quit => ctx.send_viewport_cmd(egui::ViewportCommand::Close),
+            Action::RestoreSession => self.restore_session(),
+            Action::DiscardRestore => self.discard_restore(),
+            Action::ConfirmOpen => self.confirm_open(),
+            Action::CancelOpen => {
+                if let Some((p, _)) = self.pending_open.take() {
+                    self.notify(format!("Did not open {}", p.display()), false);
+                }
+            }
         }
     }
 
@@ -417,6 +529,16 @@ impl ThinkscopeApp {
             self.connector.is_some(),
         ));
         actions.extend(notices_ui(&ctx, &self.notices));
+        if let Some(offer) = &self.restore_offer {
+            actions.extend(restore_ui(&ctx, offer));
+        } else if let Some((path, _)) = &self.pending_open {
+            let keep = self
+                .options
+                .config_dir
+                .as_ref()
+                .map(|d| d.join(autosave::BEFORE_OPEN));
+            actions.extend(confirm_open_ui(&ctx, path, keep.as_deref()));
+        }
         for a in actions {
             self.apply(&ctx, a);
         }
@@ -424,6 +546,7 @@ impl ThinkscopeApp {
             ctx.request_repaint_after(Duration::from_millis(250));
         }
         self.persist(false);
+        self.autosave_tick();
     }
 
     fn explore_ui(&mut self, ui: &mut Ui) -> Vec<Action> {
@@ -508,6 +631,10 @@ impl ThinkscopeApp {
 
 impl Drop for ThinkscopeApp {
     fn drop(&mut self) {
-        self.persist(true);
+        if std::thread::panicking() {
+            // A crash: the crash marker stays, so the next start offers the last autosave.
+            return;
+        }
+        self.exit();
     }
 }

@@ -225,19 +225,26 @@ fn sampling_ui(ui: &mut Ui, s: &mut PaneSettings) {
     let greedy = registry().get(&s.strategy).is_some_and(|d| !d.reasoning());
     ui.add_enabled(
         !greedy,
-        egui::Slider::new(&mut s.temperature, 0.0..=2.0).text("Temperature"),
+        egui::Slider::new(&mut s.temperature, 0.0..=2.0)
+            .clamping(egui::SliderClamping::Edits)
+            .text("Temperature"),
     )
     .on_hover_text(
         "Randomness of sampled branches: 0 is greedy, 1 is the model's own distribution.",
     );
     ui.add_enabled(
         !greedy,
-        egui::Slider::new(&mut s.top_p, 0.05..=1.0).text("Top-p"),
+        egui::Slider::new(&mut s.top_p, 0.05..=1.0)
+            .clamping(egui::SliderClamping::Edits)
+            .text("Top-p"),
     )
     .on_hover_text("Sample only from the most likely tokens that together reach this probability.");
     ui.add(
         egui::Slider::new(&mut s.max_tokens, 16..=1024)
             .logarithmic(true)
+            // A session or CLI run may hold a value outside the slider's range: drawing it
+            // must not change it.
+            .clamping(egui::SliderClamping::Edits)
             .text("Max tokens"),
     )
     .on_hover_text("The most tokens one branch may generate.");

@@ -101,13 +101,12 @@ impl ThinkscopeApp {
     pub(crate) fn file_picked(&mut self, ctx: &egui::Context, job: FileJob, p: PathBuf) {
         match job {
             FileJob::OpenModel => self.open_model(ctx, p),
-            FileJob::OpenSession => {
-                if let Err(e) = self.open_session(&p) {
-                    self.notify(format!("{e:#}"), true);
-                }
-            }
+            FileJob::OpenSession => self.request_open_session(&p),
             FileJob::SaveSession => {
                 let result = self.session().write(&p);
+                if result.is_ok() {
+                    self.saved_edits = self.edits;
+                }
                 self.report(result, &p);
             }
             FileJob::ExportJson => {
@@ -174,9 +173,57 @@ impl ThinkscopeApp {
         }
     }
 
-    /// Replace the session with one read from `path` (the current one stays on error).
+    /// Open a session file as the user asked (a dialog, the command line): a file that cannot
+    /// be opened is a message and changes nothing; unsaved trees are not replaced without asking.
+    pub fn request_open_session(&mut self, path: &Path) {
+        match SessionFile::read(path) {
+            Err(e) => self.notify(format!("{e:#}"), true),
+            Ok(s) if self.unsaved_work() => {
+                self.pending_open = Some((path.to_owned(), Box::new(s)));
+            }
+            Ok(s) => self.opened(path, s),
+        }
+    }
+
+    /// "Replace the open session?" > Replace: the replaced trees are kept in the config folder.
+    pub fn confirm_open(&mut self) {
+        let Some((path, session)) = self.pending_open.take() else {
+            return;
+        };
+        if let Some(dir) = self.options().config_dir.clone() {
+            let keep = dir.join(crate::ui::autosave::BEFORE_OPEN);
+            let result = std::fs::create_dir_all(&dir)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| self.session().write(&keep));
+            if let Err(e) = result {
+                self.notify(
+                    format!(
+                        "the replaced trees could not be kept: {e:#}: {}",
+                        keep.display()
+                    ),
+                    true,
+                );
+            }
+        }
+        self.opened(&path, *session);
+    }
+
+    fn opened(&mut self, path: &Path, session: SessionFile) {
+        self.apply_session(session);
+        self.saved_edits = self.edits;
+        self.notify(format!("Opened {}", path.display()), false);
+    }
+
+    /// Replace the session with one read from `path` (the current one stays on error), without
+    /// asking.
     pub fn open_session(&mut self, path: &Path) -> anyhow::Result<()> {
         let session = SessionFile::read(path)?;
+        self.opened(path, session);
+        Ok(())
+    }
+
+    /// Show `session` in place of the current one.
+    pub(crate) fn apply_session(&mut self, session: SessionFile) {
         self.stop_all();
         let model_path = self.settings.model_path.clone();
         self.settings = session.settings;
@@ -203,8 +250,7 @@ impl ThinkscopeApp {
         self.panes.resize_with(n, Pane::default);
         self.panes.truncate(n);
         self.focus = 0;
-        self.notify(format!("Opened {}", path.display()), false);
-        Ok(())
+        self.edits += 1;
     }
 }
 

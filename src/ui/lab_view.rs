@@ -102,7 +102,8 @@ enum Msg {
         total: usize,
         current: String,
     },
-    Finished(Result<Vec<SweepPoint>, String>),
+    /// The points, and a note on the pairs that failed.
+    Finished(Result<(Vec<SweepPoint>, Option<String>), String>),
 }
 
 /// A running or finished sweep.
@@ -150,7 +151,10 @@ impl LabState {
             self.rx = None;
             self.cancel = None;
             match r {
-                Ok(points) => self.points = points,
+                Ok((points, failures)) => {
+                    self.points = points;
+                    self.error = failures;
+                }
                 Err(e) => self.error = Some(e),
             }
         }
@@ -240,6 +244,15 @@ impl LabState {
                             total,
                             current: String::new(),
                         }),
+                        SweepProgress::PairFailed {
+                            failure,
+                            done,
+                            total,
+                        } => Some(Msg::Progress {
+                            done,
+                            total,
+                            current: format!("failed: {failure}"),
+                        }),
                         SweepProgress::Engine(_) => None,
                     };
                     if let Some(m) = msg {
@@ -248,7 +261,15 @@ impl LabState {
                     }
                 };
                 let result = run_sweep(&engine, &config, &results, &flag, &mut on_progress)
-                    .map(|outcome| summarize(&config, &outcome.records))
+                    .map(|outcome| {
+                        let note = outcome.failed.first().map(|first| {
+                            format!(
+                                "{} run(s) failed and were left out of the curves; start the sweep again to retry them. First: {first}",
+                                outcome.failed.len()
+                            )
+                        });
+                        (summarize(&config, &outcome.records), note)
+                    })
                     .map_err(|e| format!("{e}"));
                 let _ = tx.send(Msg::Finished(result));
                 ctx.request_repaint();

@@ -94,6 +94,17 @@ fn pane_ui(
                     .on_hover_text(format!("Vote tally: {}", votes.join(", ")));
             }
         });
+        if pane.status == PaneStatus::Done(RunOutcome::Failed) {
+            let why = pane.run.error_line();
+            ui.add(
+                egui::Label::new(
+                    RichText::new(format!("run failed: {why}"))
+                        .color(Color32::from_rgb(240, 110, 110)),
+                )
+                .truncate(),
+            )
+            .on_hover_text(why);
+        }
         meters_ui(ui, &pane.run.cost, &pane.speed);
         if !settings.follow {
             pane.view.follow = false;

@@ -128,6 +128,7 @@ impl ThinkscopeApp {
         }
         let run = self.next_run;
         self.next_run.0 += 1;
+        self.edits += 1;
         self.panes[i] = Pane {
             run: RunView::new(run),
             started: true,
@@ -193,6 +194,9 @@ impl ThinkscopeApp {
         while self.panes.len() < n {
             self.panes.push(Pane::default());
         }
+        if self.panes.len() > n {
+            self.edits += 1;
+        }
         for p in self.panes.drain(n..).collect::<Vec<_>>() {
             if p.active() {
                 self.send_quiet(Command::Cancel(p.run.run));
@@ -230,6 +234,7 @@ impl ThinkscopeApp {
         };
         p.status = PaneStatus::Running;
         p.run.outcome = None;
+        self.edits += 1;
         let run = p.run.run;
         self.send(Command::BranchFrom {
             run,
@@ -245,6 +250,8 @@ impl ThinkscopeApp {
             return;
         };
         let mut errors = Vec::new();
+        let mut applied = 0u64;
+        let mut finished = false;
         // Bounded per frame so a burst of events never stalls the UI.
         for _ in 0..20_000 {
             let Ok(event) = worker.events().try_recv() else {
@@ -264,16 +271,21 @@ impl ThinkscopeApp {
                 continue;
             };
             pane.run.apply(&event);
+            applied += 1;
             match &event {
                 Event::Cost { cost, .. } => pane.speed.push(cost),
                 Event::RunFinished { outcome, cost, .. } => {
                     pane.speed.push(cost);
                     pane.status = PaneStatus::Done(*outcome);
+                    finished = true;
                 }
                 Event::Error { message, .. } => errors.push(message.clone()),
                 _ => {}
             }
         }
+        self.edits += applied;
+        // A finished run is autosaved at once, not a few seconds later.
+        self.autosave_now |= finished;
         for e in errors {
             self.notify(e, true);
         }

@@ -1,15 +1,16 @@
 //! What survives a restart (settings) and what a session file holds.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use thinkscope_engine::atomic;
-use thinkscope_engine::cost::CostSnapshot;
 use thinkscope_engine::device::DevicePref;
-use thinkscope_engine::strategy::{registry, KnobValue, Knobs, Params, RunConfig, Strategy};
-use thinkscope_engine::tree::Tree;
+use thinkscope_engine::session::{check, read_bounded, MAX_SETTINGS_BYTES};
+/// The session format's plain data lives in the engine, shared with the CLI.
+pub use thinkscope_engine::session::{
+    PaneSettings, PaneSnapshot, MAX_SESSION_BYTES, SESSION_VERSION,
+};
 
 /// How nodes are coloured.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,127 +38,6 @@ impl ColorBy {
             Self::Score => "Score",
             Self::VoteGroup => "Vote group",
         }
-    }
-}
-
-/// Settings of one side-by-side pane.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PaneSettings {
-    /// Strategy registry name.
-    pub strategy: String,
-    /// Knob values by strategy name: each strategy keeps its own settings while another one is
-    /// chosen. Knobs left out take the registry's defaults.
-    pub knobs: BTreeMap<String, Params>,
-    /// Sampling temperature.
-    pub temperature: f32,
-    /// Nucleus threshold.
-    pub top_p: f32,
-    /// Most tokens per branch.
-    pub max_tokens: usize,
-    /// Whether the run has a total token budget.
-    pub use_budget: bool,
-    /// The total token budget.
-    pub budget: usize,
-    /// Random seed.
-    pub seed: u64,
-    /// Thinking on or off for a thinking model whose template has the switch; `None` keeps
-    /// the template's default.
-    pub thinking: Option<bool>,
-}
-
-impl Default for PaneSettings {
-    fn default() -> Self {
-        let mut s = Self {
-            strategy: "self-consistency".into(),
-            knobs: BTreeMap::new(),
-            temperature: 0.7,
-            top_p: 0.95,
-            max_tokens: 192,
-            use_budget: false,
-            budget: 2048,
-            seed: 0,
-            thinking: None,
-        };
-        // The app's usual starting point: four samples, three steps deep.
-        let _ = s.apply_roles(&Knobs {
-            samples: Some(4),
-            depth: Some(3),
-            thinking: None,
-        });
-        s
-    }
-}
-
-impl PaneSettings {
-    /// Settings for a strategy with its usual defaults.
-    pub fn for_strategy(name: &str) -> Self {
-        Self {
-            strategy: name.into(),
-            ..Self::default()
-        }
-    }
-
-    /// The chosen strategy with this pane's knob values. A value the registry no longer accepts
-    /// (a hand-edited file, an older version) falls back to its default.
-    pub fn strategy(&self) -> thinkscope_engine::Result<Strategy> {
-        let mut s = Strategy::named(&self.strategy)?;
-        if let Some(params) = self.knobs.get(s.name()) {
-            for (key, value) in &params.0 {
-                let _ = s.set(key, value.clone());
-            }
-        }
-        if s.validate().is_err() {
-            s = Strategy::named(&self.strategy)?;
-        }
-        Ok(s)
-    }
-
-    /// The current value of one of the chosen strategy's knobs.
-    pub fn knob(&self, key: &str) -> Option<KnobValue> {
-        self.strategy().ok()?.params().0.get(key).cloned()
-    }
-
-    /// Set one of the chosen strategy's knobs (checked against its range).
-    pub fn set_knob(&mut self, key: &str, value: KnobValue) -> thinkscope_engine::Result<()> {
-        let mut s = self.strategy()?;
-        s.set(key, value)?;
-        s.validate()?;
-        self.knobs.insert(s.name().to_owned(), s.params().clone());
-        Ok(())
-    }
-
-    /// Set the knobs that play the common roles (presets): for every strategy, so switching
-    /// strategies keeps the preset.
-    pub fn apply_roles(&mut self, knobs: &Knobs) -> thinkscope_engine::Result<()> {
-        let chosen = self.strategy.clone();
-        for name in registry().names() {
-            self.strategy = name.to_owned();
-            let mut s = self.strategy()?;
-            if s.apply_roles(knobs).is_ok() && s.validate().is_ok() {
-                self.knobs.insert(name.to_owned(), s.params().clone());
-            }
-        }
-        self.strategy = chosen;
-        Ok(())
-    }
-
-    /// The run configuration these settings describe.
-    pub fn run_config(&self, prompt: &str) -> thinkscope_engine::Result<RunConfig> {
-        let config = RunConfig {
-            prompt: prompt.to_owned(),
-            format: Default::default(),
-            strategy: self.strategy()?,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            seed: self.seed,
-            max_tokens: self.max_tokens,
-            budget_tokens: self.use_budget.then_some(self.budget),
-            expected_answer: None,
-            thinking: self.thinking,
-        };
-        config.validate()?;
-        Ok(config)
     }
 }
 
@@ -271,32 +151,8 @@ impl Settings {
             self.panes.push(PaneSettings::default());
         }
         self.panes.truncate(4);
-        for p in &mut self.panes {
-            if registry().get(&p.strategy).is_none() {
-                p.strategy = PaneSettings::default().strategy;
-            }
-            p.max_tokens = p.max_tokens.clamp(1, 4096);
-            p.budget = p.budget.clamp(1, 1_000_000);
-            if !(0.0..=5.0).contains(&p.temperature) {
-                p.temperature = 0.7;
-            }
-            if !(p.top_p > 0.0 && p.top_p <= 1.0) {
-                p.top_p = 0.95;
-            }
-        }
+        self.panes.iter_mut().for_each(PaneSettings::sanitize);
     }
-}
-
-/// One pane's part of a session file.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PaneSnapshot {
-    /// The run's configuration, if it ran.
-    pub config: Option<RunConfig>,
-    /// The tree.
-    pub tree: Tree,
-    /// Its cost.
-    pub cost: CostSnapshot,
 }
 
 /// A saved session: prompt, settings, trees and costs.
@@ -310,34 +166,6 @@ pub struct SessionFile {
     pub panes: Vec<PaneSnapshot>,
 }
 
-/// Current session format.
-pub const SESSION_VERSION: u32 = 1;
-
-/// Largest session file read (a session of four 64-sample runs is a few MB).
-pub const MAX_SESSION_BYTES: u64 = 256 << 20;
-/// Largest settings file read.
-const MAX_SETTINGS_BYTES: u64 = 16 << 20;
-
-/// Read a UTF-8 file of at most `max` bytes, refusing larger ones before reading them.
-fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    if len > max {
-        return Err(std::io::Error::other(format!(
-            "the file is {len} bytes, more than {max}"
-        )));
-    }
-    let mut text = String::new();
-    file.take(max + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > max {
-        return Err(std::io::Error::other(format!(
-            "the file grew past {max} bytes"
-        )));
-    }
-    Ok(text)
-}
-
 impl SessionFile {
     /// Read and check a session file: bounded in size, of a known version, with possible trees
     /// and valid run settings. Nothing of the file is used unless all of it is.
@@ -348,33 +176,39 @@ impl SessionFile {
             .map_err(|e| anyhow::anyhow!("the session was not opened: {e:#}: {}", path.display()))
     }
 
-    /// Parse and check the text of a session file (see [`Self::read`]).
+    /// Parse and check the text of a session file (see [`Self::read`]). A tree exported with
+    /// *Export tree as JSON* opens too, as a one-pane session on its prompt.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let mut s: SessionFile =
-            serde_json::from_str(text).context("it is not a thinkscope session file")?;
-        if s.version > SESSION_VERSION {
-            anyhow::bail!(
-                "it was saved by a newer thinkscope (format {}, this one reads {SESSION_VERSION})",
-                s.version
-            );
-        }
-        if s.panes.len() > 4 {
-            anyhow::bail!("it has {} panes; a session has at most 4", s.panes.len());
-        }
-        for (i, pane) in s.panes.iter().enumerate() {
-            let letter = ["A", "B", "C", "D"][i];
-            pane.tree
-                .validate()
-                .with_context(|| format!("pane {letter}'s tree cannot be shown"))?;
-            if let Some(config) = &pane.config {
-                config
-                    .validate()
-                    .with_context(|| format!("pane {letter}'s run settings are invalid"))?;
-            }
-        }
+        let mut s: SessionFile = match serde_json::from_str(text) {
+            Ok(s) => s,
+            Err(e) => match serde_json::from_str::<thinkscope_engine::tree::Tree>(text) {
+                Ok(tree) if !tree.nodes.is_empty() => Self::of_tree(tree),
+                _ => {
+                    return Err(
+                        anyhow::Error::from(e).context("it is not a thinkscope session file")
+                    )
+                }
+            },
+        };
+        check(s.version, &s.panes).map_err(anyhow::Error::msg)?;
         s.settings.sanitize();
         Ok(s)
+    }
+
+    /// A one-pane session holding an exported tree, its prompt taken from the tree's root.
+    fn of_tree(tree: thinkscope_engine::tree::Tree) -> Self {
+        let mut settings = Settings::default();
+        if let Some(root) = tree.nodes.first() {
+            settings.prompt = root.text.clone();
+        }
+        Self {
+            version: SESSION_VERSION,
+            settings,
+            panes: vec![PaneSnapshot {
+                tree,
+                ..PaneSnapshot::default()
+            }],
+        }
     }
 
     /// Write the session atomically: a crash or a full disk leaves the previous file intact.
@@ -394,6 +228,7 @@ impl SessionFile {
 mod tests {
     use std::io::Write;
 
+    use thinkscope_engine::cost::CostSnapshot;
     use thinkscope_engine::tree::{Node, NodeId, NodeKind, NodeStatus, Scores, Tree};
 
     use super::*;
@@ -431,6 +266,31 @@ mod tests {
         Tree {
             nodes: vec![node(0, None, vec![1]), node(1, Some(0), vec![])],
             ..Tree::default()
+        }
+    }
+
+    #[test]
+    fn an_exported_tree_opens_as_a_one_pane_session_and_is_checked() {
+        let mut tree = two_nodes();
+        tree.nodes[0].text = "What is 2 + 2?".into();
+        let s = SessionFile::parse(&serde_json::to_string(&tree).expect("json")).expect("opens");
+        assert_eq!(s.panes.len(), 1);
+        assert_eq!(s.panes[0].tree, tree);
+        assert_eq!(s.settings.prompt, "What is 2 + 2?");
+        // An impossible exported tree is refused like a session's.
+        tree.nodes[0].parent = Some(NodeId(1));
+        let err = format!(
+            "{:#}",
+            SessionFile::parse(&serde_json::to_string(&tree).expect("json")).expect_err("cycle")
+        );
+        assert!(err.contains("pane A's tree cannot be shown"), "{err}");
+        // Neither a session nor a tree.
+        for text in ["{}", "[1, 2]", "{\"nodes\": 3}"] {
+            let err = format!("{:#}", SessionFile::parse(text).expect_err(text));
+            assert!(
+                err.contains("not a thinkscope session file"),
+                "{text}: {err}"
+            );
         }
     }
 

@@ -187,6 +187,10 @@ pub enum Command {
         /// Write the whole tree and the cost object to this JSON file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Write the run as a session file the app opens (`thinkscope FILE`); a run that fails
+        /// midway still saves the tree it reached.
+        #[arg(long, value_name = "FILE")]
+        save_session: Option<PathBuf>,
     },
     /// List the strategies and their knobs.
     Strategies {

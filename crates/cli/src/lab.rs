@@ -67,6 +67,10 @@ pub fn lab(
                 }
             }
         }
+        SweepProgress::PairFailed { failure, done, .. } => {
+            bar.set_position(done as u64);
+            bar.suspend(|| eprintln!("failed: {failure}"));
+        }
         SweepProgress::PairFinished { record, done, .. } => {
             bar.set_position(done as u64);
             let Some(run) = record.runs.last() else {
@@ -112,6 +116,7 @@ pub fn lab(
         );
     }
     println!("csv: {}", csv.display());
+    let failed = outcome.failed.len();
     if let Some(svg) = svg {
         let title = format!("{}: {}", engine.model_name(), config.problems.name);
         let note = format!(
@@ -120,6 +125,13 @@ pub fn lab(
         );
         plot::write_svg(&points, &title, &note, svg)?;
         println!("svg: {}", svg.display());
+    }
+    if let Some(first) = outcome.failed.first() {
+        // The rest of the sweep finished and is written; a rerun retries only the failed pairs.
+        bail!(
+            "{failed} of {} (problem, strategy) pairs failed and were left out ({first}); run the same command again to retry them",
+            config.problems.problems.len() * config.strategies.len()
+        );
     }
     Ok(())
 }

@@ -182,6 +182,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             model,
             backend,
             json,
+            save_session,
         } => {
             let config = run::RunArgs {
                 strategy: run::strategy(&strategy, budget)?,
@@ -201,7 +202,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             } else {
                 run::local_worker(load_model(model.model.as_deref(), cli.device)?)?
             };
-            run::run(&worker, config, json.as_deref())
+            run::run(&worker, config, json.as_deref(), save_session.as_deref())
         }
         Command::Strategies { json } => strategies::list(json),
         Command::Lab {

@@ -9,6 +9,7 @@ use thinkscope_engine::answer::answers_match;
 use thinkscope_engine::events::{Event, RunId, RunOutcome};
 use thinkscope_engine::generate::PromptFormat;
 use thinkscope_engine::service::SequenceService;
+use thinkscope_engine::session::SessionFile;
 use thinkscope_engine::strategy::{KnobValue, Knobs, RunConfig, Strategy};
 use thinkscope_engine::view::{run_to_end, Watch};
 use thinkscope_engine::worker::{Worker, WorkerOptions};
@@ -110,8 +111,14 @@ pub fn worker_over(service: Arc<dyn SequenceService>) -> anyhow::Result<Worker> 
     )?)
 }
 
-/// Run `config` to its end, print what happened, and write `json_path` if given.
-pub fn run(worker: &Worker, config: RunConfig, json_path: Option<&Path>) -> anyhow::Result<()> {
+/// Run `config` to its end, print what happened, and write `json_path` and `session_path` if
+/// given.
+pub fn run(
+    worker: &Worker,
+    config: RunConfig,
+    json_path: Option<&Path>,
+    session_path: Option<&Path>,
+) -> anyhow::Result<()> {
     let view = run_to_end(
         worker,
         RunId(1),
@@ -129,6 +136,16 @@ pub fn run(worker: &Worker, config: RunConfig, json_path: Option<&Path>) -> anyh
             }
         },
     )?;
+    if let Some(path) = session_path {
+        SessionFile::from_run(&config, view.tree.clone(), view.cost.clone())
+            .write(path)
+            .with_context(|| format!("could not save the session: {}", path.display()))?;
+        eprintln!(
+            "session saved: {} (open it with `thinkscope {}`)",
+            path.display(),
+            path.display()
+        );
+    }
     if view.outcome == Some(RunOutcome::Failed) {
         bail!("{}", view.error_line());
     }

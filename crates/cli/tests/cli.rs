@@ -248,3 +248,109 @@ fn a_crashing_strategy_exits_with_one_line() {
         "{stderr}"
     );
 }
+
+/// `run --save-session` writes the run as a session file (the format the app opens), and a run
+/// that fails still saves the tree it reached.
+#[test]
+fn run_saves_a_session_the_app_format_reads() {
+    use thinkscope_engine::session::SessionFile;
+    use thinkscope_engine::strategy::KnobValue;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("tiny.gguf");
+    write_tiny_model(&model, &TinySpec::llama()).expect("write");
+    let session = dir.path().join("run.json");
+    let json = dir.path().join("run-tree.json");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_thinkscope-cli"))
+        .args([
+            "--device",
+            "cpu",
+            "run",
+            "--prompt",
+            "what is 2 + 2 ?",
+            "--model",
+        ])
+        .arg(&model)
+        .args([
+            "--strategy",
+            "self-consistency",
+            "--samples",
+            "3",
+            "--max-tokens",
+            "6",
+            "--seed",
+            "5",
+            "--save-session",
+        ])
+        .arg(&session)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run thinkscope-cli");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let s = SessionFile::read(&session).expect("a valid session file");
+    assert_eq!(s.settings.prompt, "what is 2 + 2 ?");
+    let pane = &s.settings.panes[0];
+    assert_eq!(pane.strategy, "self-consistency");
+    assert_eq!(pane.knob("n"), Some(KnobValue::Int(3)));
+    assert_eq!((pane.max_tokens, pane.seed), (6, 5));
+    // The same tree the --json output holds.
+    let out: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    let tree: thinkscope_engine::tree::Tree =
+        serde_json::from_value(out["tree"].clone()).expect("tree");
+    assert_eq!(s.panes[0].tree, tree);
+    assert_eq!(s.panes[0].tree.nodes[0].children.len(), 3);
+    assert!(s.panes[0].config.is_some());
+    // The saved settings run again, to the same tree (the seed is kept).
+    let again = pane.run_config(&s.settings.prompt).expect("runnable");
+    assert_eq!(again.seed, 5);
+
+    // A crash midway: non-zero exit, and the partial tree is saved all the same.
+    let crashed = dir.path().join("crashed.json");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_thinkscope-cli"))
+        .env("THINKSCOPE_FAULT", "strategy-panic")
+        .args(["--device", "cpu", "run", "--prompt", "1 + 1 ?", "--model"])
+        .arg(&model)
+        .args([
+            "--strategy",
+            "best-of-n",
+            "--max-tokens",
+            "4",
+            "--save-session",
+        ])
+        .arg(&crashed)
+        .output()
+        .expect("run thinkscope-cli");
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("injected fault"), "{stderr}");
+    let s = SessionFile::read(&crashed).expect("saved despite the crash");
+    assert_eq!(s.settings.prompt, "1 + 1 ?");
+    assert_eq!(s.settings.panes[0].strategy, "best-of-n");
+
+    // A folder that cannot be written: one clear error line, non-zero exit.
+    let nowhere = dir.path().join("missing-folder").join("s.json");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_thinkscope-cli"))
+        .args(["--device", "cpu", "run", "--prompt", "1 + 1 ?", "--model"])
+        .arg(&model)
+        .args([
+            "--strategy",
+            "greedy",
+            "--max-tokens",
+            "4",
+            "--save-session",
+        ])
+        .arg(&nowhere)
+        .output()
+        .expect("run thinkscope-cli");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(
+        stderr.contains("could not save the session") && stderr.contains("missing-folder"),
+        "{stderr}"
+    );
+}

@@ -22,6 +22,7 @@ pub mod model;
 pub mod quantize;
 pub mod sequences;
 pub mod service;
+pub mod session;
 pub mod strategy;
 pub mod tiny;
 pub mod tree;

@@ -3,6 +3,10 @@
 //! here (the tiny models, the real model's header when it is on disk, small text inputs). Any
 //! panic fails the test and leaves the input in the temp folder. Bounded by iterations, not
 //! time: the same inputs run on every machine.
+//!
+//! `THINKSCOPE_FUZZ_SCALE=N` multiplies every loop's iterations by N (the first inputs stay the
+//! same, so a longer run is a superset of the default one): `THINKSCOPE_FUZZ_SCALE=50 cargo test
+//! --release -p thinkscope-engine --test fuzz_loop`.
 
 use std::path::PathBuf;
 
@@ -45,8 +49,19 @@ fn real_header() -> Option<Seed> {
     })
 }
 
+/// `n` times `THINKSCOPE_FUZZ_SCALE` (default 1).
+fn scaled(n: usize) -> usize {
+    let scale = std::env::var("THINKSCOPE_FUZZ_SCALE")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    n.saturating_mul(scale)
+}
+
 fn run(name: &str, target: fn(&[u8]), seeds: &[Seed], iterations: usize, max_extra: usize) {
     assert!(!seeds.is_empty(), "{name} has seeds");
+    let iterations = scaled(iterations);
     let mut m = Mutator::new(0x5eed ^ name.len() as u64);
     // Seeds themselves first.
     for s in seeds {
@@ -122,7 +137,7 @@ fn gguf_model_loop() {
 fn gguf_structured_loop() {
     // Recipes of random bytes: each is one to six field edits of a tiny model, then a load.
     let mut rng = thinkscope_engine::model::sampling::Rng::new(0x9e37);
-    for i in 0..800 {
+    for i in 0..scaled(800) {
         let len = 2 + (rng.next_u64() % 40) as usize;
         let recipe: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         let result = std::panic::catch_unwind(|| fuzz_targets::gguf_structured(&recipe));

@@ -915,3 +915,119 @@ fn real_model_sweep_end_to_end() {
     let mean = samples.iter().filter(|s| s.correct).count() as f64 / 16.0;
     assert!((num(sc[0], "accuracy_pass") - mean).abs() < 1e-4);
 }
+
+/// A strategy that panics on one problem (the one asking for 2 + 3) and answers the others
+/// greedily.
+struct PanicsOnOne;
+
+impl thinkscope_engine::strategy::StrategyDef for PanicsOnOne {
+    fn name(&self) -> &'static str {
+        "test-lab-panics"
+    }
+
+    fn title(&self) -> &'static str {
+        "Panics on one problem (test)"
+    }
+
+    fn summary(&self) -> &'static str {
+        "Greedy, except that it panics on 2 + 3."
+    }
+
+    fn knobs(&self) -> Vec<thinkscope_engine::strategy::Knob> {
+        Vec::new()
+    }
+
+    fn lab_mode(&self) -> thinkscope_engine::strategy::LabMode {
+        thinkscope_engine::strategy::LabMode::Single
+    }
+
+    fn run(
+        &self,
+        ctx: &mut thinkscope_engine::strategy::Ctx,
+        _p: &thinkscope_engine::strategy::Params,
+    ) -> thinkscope_engine::Result<()> {
+        let root = ctx.start(true, false)?;
+        let prompt = ctx.config().prompt.clone();
+        let mut b = [ctx.continue_in_new_node(&root, "answer")];
+        ctx.generate(&mut b, &thinkscope_engine::strategy::StopRule::to_end(8))?;
+        if prompt.contains("2 + 3") {
+            panic!("lab strategy bug on {}", prompt.len());
+        }
+        let answer = ctx.finish(&b[0]);
+        ctx.choose(Some(b[0].node), answer, Default::default());
+        Ok(())
+    }
+}
+
+#[test]
+fn a_strategy_that_panics_on_one_problem_fails_that_pair_and_the_sweep_finishes() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        thinkscope_engine::strategy::register(Arc::new(PanicsOnOne)).expect("register")
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = tiny_model(dir.path());
+    let config = SweepConfig {
+        strategies: vec!["greedy".into(), "test-lab-panics".into()],
+        ..tiny_config()
+    };
+    let path = dir.path().join("results.jsonl");
+    let never = AtomicBool::new(false);
+    let mut seen = Vec::new();
+    let outcome = run_sweep(
+        &SweepEngine::local(model.clone()),
+        &config,
+        &path,
+        &never,
+        &mut |p| {
+            if let SweepProgress::PairFailed { failure, .. } = p {
+                seen.push(failure);
+            }
+        },
+    )
+    .expect("the sweep goes on past a crash");
+    assert!(outcome.completed);
+    assert_eq!(outcome.failed.len(), 1, "{:?}", outcome.failed);
+    let f = &outcome.failed[0];
+    assert_eq!(
+        (f.problem_id.as_str(), f.strategy.as_str()),
+        ("t2", "test-lab-panics")
+    );
+    assert!(f.message.contains("lab strategy bug"), "{}", f.message);
+    assert_eq!(seen, outcome.failed, "reported as it happened");
+    // Every other pair finished and is in the file; the failed one is not.
+    assert_eq!(outcome.records.len(), 7);
+    let saved = read_results(&path).expect("read");
+    assert_eq!(saved.len(), 7);
+    assert!(!saved
+        .iter()
+        .any(|r| r.problem_id == "t2" && r.strategy == "test-lab-panics"));
+    // Summaries still come out of what finished.
+    assert!(!summarize(&config, &outcome.records).is_empty());
+
+    // A rerun resumes the seven and retries only the failed pair.
+    let mut started = Vec::new();
+    let again = run_sweep(
+        &SweepEngine::local(model),
+        &config,
+        &path,
+        &never,
+        &mut |p| {
+            if let SweepProgress::PairStarted {
+                problem_id,
+                strategy,
+                ..
+            } = p
+            {
+                started.push((problem_id, strategy));
+            }
+        },
+    )
+    .expect("rerun");
+    assert_eq!(
+        started,
+        vec![("t2".to_string(), "test-lab-panics".to_string())]
+    );
+    assert_eq!(again.failed.len(), 1);
+    assert_eq!(again.resumed, 7);
+}

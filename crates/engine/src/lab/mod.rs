@@ -21,8 +21,8 @@ use crate::EngineError;
 
 pub use self::problems::{GeneratorKind, GeneratorSpec, Problem, ProblemSet};
 pub use self::sweep::{
-    budgets, summarize, write_csv, ProblemRecord, SweepConfig, SweepEngine, SweepOutcome,
-    SweepPoint, SweepProgress,
+    budgets, summarize, write_csv, PairFailure, ProblemRecord, SweepConfig, SweepEngine,
+    SweepOutcome, SweepPoint, SweepProgress,
 };
 
 /// Errors from loading problem sets, reading and writing results, and running sweeps.

@@ -59,6 +59,16 @@ pub enum SweepProgress {
     },
     /// An engine event of the run in progress (to draw its tree live).
     Engine(Box<Event>),
+    /// A pair's run failed (a strategy that panicked, say): nothing of it is written, so a
+    /// rerun tries it again, and the sweep goes on with the next pair.
+    PairFailed {
+        /// What failed and why.
+        failure: PairFailure,
+        /// Pairs finished or failed so far.
+        done: usize,
+        /// Pairs in the sweep.
+        total: usize,
+    },
     /// A pair finished and was written to the results file.
     PairFinished {
         /// Its record.
@@ -81,6 +91,31 @@ pub struct SweepOutcome {
     pub resumed: usize,
     /// Records in the file that belong to other settings or problems.
     pub ignored: usize,
+    /// Pairs whose run failed; the sweep went on without them.
+    pub failed: Vec<PairFailure>,
+}
+
+/// A (problem, strategy) pair whose run failed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PairFailure {
+    /// Problem index.
+    pub problem: usize,
+    /// Problem id.
+    pub problem_id: String,
+    /// Strategy as the user named it.
+    pub strategy: String,
+    /// The run's error.
+    pub message: String,
+}
+
+impl std::fmt::Display for PairFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} on problem {}: {}",
+            self.strategy, self.problem_id, self.message
+        )
+    }
 }
 
 /// Seed of a problem's runs: the sweep seed mixed with the problem, so that a problem gets the
@@ -173,10 +208,11 @@ pub fn run_sweep(
     let mut next_run = RunId(1);
     let mut finished = resumed;
     let mut records = Vec::with_capacity(total);
+    let mut failed = Vec::new();
     for (index, problem) in problems.iter().enumerate() {
         let fingerprint = problem.fingerprint();
         let seed = problem_seed(config.seed, &fingerprint);
-        for (label, mode, canonical) in &strategies {
+        'pairs: for (label, mode, canonical) in &strategies {
             let key = (index, fingerprint.clone(), (*canonical).to_owned());
             if let Some(r) = done.get(&key) {
                 records.push(r.clone());
@@ -188,6 +224,7 @@ pub fn run_sweep(
                     completed: false,
                     resumed,
                     ignored,
+                    failed,
                 });
             }
             progress(SweepProgress::PairStarted {
@@ -220,14 +257,35 @@ pub fn run_sweep(
                     let run = next_run;
                     next_run.0 += 1;
                     let worker = (engine.make)()?;
-                    let Some((tree, cost)) =
-                        run_once(&worker, run, run_config, cancel, progress, label, problem)?
-                    else {
+                    let ran = match run_once(
+                        &worker, run, run_config, cancel, progress, label, problem,
+                    ) {
+                        Err(LabError::RunFailed { message, .. }) => {
+                            let failure = PairFailure {
+                                problem: index,
+                                problem_id: problem.id.clone(),
+                                strategy: label.clone(),
+                                message,
+                            };
+                            tracing::warn!("lab: {failure}");
+                            finished += 1;
+                            progress(SweepProgress::PairFailed {
+                                failure: failure.clone(),
+                                done: finished,
+                                total,
+                            });
+                            failed.push(failure);
+                            continue 'pairs;
+                        }
+                        other => other?,
+                    };
+                    let Some((tree, cost)) = ran else {
                         return Ok(SweepOutcome {
                             records,
                             completed: false,
                             resumed,
                             ignored,
+                            failed,
                         });
                     };
                     runs.push(run_record(&tree, &cost, *mode, n, problem));
@@ -259,6 +317,7 @@ pub fn run_sweep(
         completed: true,
         resumed,
         ignored,
+        failed,
     })
 }
 
