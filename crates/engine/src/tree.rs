@@ -130,6 +130,9 @@ pub struct Node {
     pub scores: Scores,
     /// Answer extracted from the path ending here, if any.
     pub answer: Option<String>,
+    /// MRT-style progress probes from the node's end (runs with progress probes on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<crate::progress::Progress>,
 }
 
 impl Node {
@@ -232,6 +235,9 @@ impl Tree {
                 last = c;
             }
             tokens = tokens.saturating_add(node.tokens.len());
+            if let Some(Err(e)) = node.progress.as_ref().map(|p| p.validate()) {
+                return bad(format!("node {i}'s progress: {e}"));
+            }
             if let Some(t) = node.tokens.iter().find(|t| t.top.len() > MAX_ALTERNATIVES) {
                 return bad(format!(
                     "node {i} has a token with {} alternatives, more than {MAX_ALTERNATIVES}",
@@ -404,6 +410,7 @@ mod tests {
             status: NodeStatus::Finished,
             scores: Scores::default(),
             answer: None,
+            progress: None,
         }
     }
 

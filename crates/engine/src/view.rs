@@ -49,6 +49,7 @@ impl Tree {
                     status: NodeStatus::Running,
                     scores: Scores::default(),
                     answer: None,
+                    progress: None,
                 });
             }
             Event::TokensAppended { node, tokens, .. } => {
@@ -75,6 +76,11 @@ impl Tree {
             Event::NodePruned { node, .. } => {
                 if let Some(n) = self.nodes.get_mut(node.index()) {
                     n.status = NodeStatus::Pruned;
+                }
+            }
+            Event::NodeProgress { node, progress, .. } => {
+                if let Some(n) = self.nodes.get_mut(node.index()) {
+                    n.progress = Some(progress.clone());
                 }
             }
             Event::AnswerChosen {

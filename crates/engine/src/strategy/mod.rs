@@ -14,6 +14,7 @@ mod mcts;
 pub mod registry;
 mod self_consistency;
 mod system1;
+mod weighted_vote;
 
 use std::sync::Arc;
 
@@ -21,11 +22,13 @@ use serde::{Deserialize, Serialize};
 
 pub use self::ctx::{Branch, BranchStop, Ctx, StopRule};
 pub use self::manual::ManualBranch;
+pub use self::weighted_vote::{weighted_vote, WeightedTally};
 pub use self::registry::{
     register, registry, Knob, KnobKind, KnobValue, LabMode, Params, PoolRule, Role, StrategyDef,
 };
 use crate::error::{EngineError, Result};
 use crate::generate::PromptFormat;
+use crate::progress::ProgressConfig;
 
 /// The built-in strategies, in menu order: the registry's starting content.
 fn builtin() -> Vec<Arc<dyn StrategyDef>> {
@@ -34,6 +37,7 @@ fn builtin() -> Vec<Arc<dyn StrategyDef>> {
         Arc::new(chain_of_thought::ChainOfThought),
         Arc::new(best_of_n::BestOfN),
         Arc::new(self_consistency::SelfConsistency),
+        Arc::new(weighted_vote::WeightedVote),
         Arc::new(beam::Beam),
         Arc::new(mcts::Mcts),
         Arc::new(budget_forcing::BudgetForcing),
@@ -51,6 +55,9 @@ pub enum Scorer {
     SelfVerify,
     /// Exact check against the known answer (falls back to mean log-prob when none is given).
     Exact,
+    /// Consensus progress: p̂ from K forced-answer probes at the candidate's end, against the
+    /// run's most common probe answer so far (never the known answer).
+    Progress,
 }
 
 impl Scorer {
@@ -60,8 +67,9 @@ impl Scorer {
             "mean-logprob" => Ok(Self::MeanLogprob),
             "self-verify" => Ok(Self::SelfVerify),
             "exact" => Ok(Self::Exact),
+            "progress" => Ok(Self::Progress),
             other => Err(EngineError::InvalidParameter(format!(
-                "unknown scorer '{other}' (mean-logprob, self-verify, exact)"
+                "unknown scorer '{other}' (mean-logprob, self-verify, exact, progress)"
             ))),
         }
     }
@@ -279,6 +287,10 @@ pub struct RunConfig {
     /// The known answer, for exact checking.
     #[serde(default)]
     pub expected_answer: Option<String>,
+    /// Progress probes: when set, the context probes every step node it finishes (and the
+    /// prompt) with K forced-answer continuations (see [`crate::progress`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressConfig>,
 }
 
 /// Largest token budget accepted for one run.
@@ -297,6 +309,7 @@ impl RunConfig {
             max_tokens: 256,
             budget_tokens: None,
             expected_answer: None,
+            progress: None,
         }
     }
 
@@ -327,6 +340,9 @@ impl RunConfig {
                     "token budget {b} is outside [1, {MAX_BUDGET_TOKENS}]"
                 ));
             }
+        }
+        if let Some(p) = &self.progress {
+            p.validate()?;
         }
         self.strategy.validate()
     }
