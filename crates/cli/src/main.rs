@@ -20,6 +20,7 @@ use thinkscope_engine::generate::{self, PromptFormat};
 use thinkscope_engine::lab::problems::ProblemSource;
 use thinkscope_engine::lab::sweep::SweepConfig;
 use thinkscope_engine::lab::SweepEngine;
+use thinkscope_engine::progress::ProgressConfig;
 use thinkscope_engine::sequences::DEFAULT_KV_BUDGET_BYTES;
 use thinkscope_engine::{Engine, SamplingParams};
 
@@ -161,9 +162,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             max_tokens,
             expected,
             raw,
+            progress,
+            probe_tokens,
+            probe_temperature,
             model,
             json,
         } => {
+            let progress = progress.map(|probes| ProgressConfig {
+                probes,
+                probe_tokens,
+                temperature: probe_temperature,
+            });
             let config = run::RunArgs {
                 strategy: run::strategy(&strategy, budget)?,
                 prompt,
@@ -174,6 +183,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 max_tokens,
                 expected,
                 raw,
+                progress,
             }
             .config()?;
             let model = load_model(model.model.as_deref(), cli.device)?;
@@ -192,6 +202,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             csv,
             results,
             svg,
+            bins,
             model,
         } => {
             let source = match (set, generate) {
@@ -217,6 +228,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 &results,
                 &csv,
                 svg.as_deref(),
+                bins,
             )
         }
         Command::Quantize { model, to, out } => {

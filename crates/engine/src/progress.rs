@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::answer::{answers_match, normalize};
 use crate::error::{EngineError, Result};
 use crate::model::sampling::SamplingParams;
+use crate::service::BranchStop;
 use crate::tree::{NodeId, Tree};
 
 /// The cue appended before a probe's answer. It reads like budget forcing's "time is up" line,
@@ -127,8 +128,12 @@ pub struct Probe {
     pub text: String,
     /// The answer extracted from the cue and that text.
     pub answer: Option<String>,
-    /// Tokens it sampled.
+    /// Tokens of `text` (an end-of-text token, when it stopped on one, is sampled but not in
+    /// the text).
     pub tokens: usize,
+    /// Why it stopped.
+    #[serde(default)]
+    pub stop: Option<BranchStop>,
     /// Whether the answer matched the reference.
     pub matched: bool,
 }
@@ -327,13 +332,19 @@ mod tests {
             text: String::new(),
             answer: answer.map(str::to_owned),
             tokens: 1,
+            stop: None,
             matched: false,
         }
     }
 
     #[test]
     fn scores_count_matches_numerically() {
-        let mut probes = vec![probe(Some("5")), probe(Some("5.0")), probe(Some("6")), probe(None)];
+        let mut probes = vec![
+            probe(Some("5")),
+            probe(Some("5.0")),
+            probe(Some("6")),
+            probe(None),
+        ];
         assert_eq!(score(&mut probes, Some("5")), 0.5);
         assert!(probes[1].matched && !probes[3].matched);
         assert_eq!(score(&mut probes, None), 0.0);

@@ -196,9 +196,8 @@ impl SweepConfig {
     /// Whether some pool strategy judges by the verifier, so that every pool sample is verified.
     pub fn needs_verifier(&self) -> bool {
         self.strategies.iter().any(|s| {
-            lab_strategy(s).is_ok_and(|ls| {
-                matches!(ls.mode, SweepMode::Pool { rule } if rule.uses_verifier())
-            })
+            lab_strategy(s)
+                .is_ok_and(|ls| matches!(ls.mode, SweepMode::Pool { rule } if rule.uses_verifier()))
         })
     }
 

@@ -260,10 +260,15 @@ struct GapRow {
 impl GapRow {
     /// The best any selection rule did: what the gap is measured from.
     fn picked(&self) -> f64 {
-        [Some(self.maj), Some(self.best), self.weighted, self.verifier]
-            .into_iter()
-            .flatten()
-            .fold(0.0, f64::max)
+        [
+            Some(self.maj),
+            Some(self.best),
+            self.weighted,
+            self.verifier,
+        ]
+        .into_iter()
+        .flatten()
+        .fold(0.0, f64::max)
     }
 }
 

@@ -213,8 +213,7 @@ pub fn run_sweep(
                 let ns = run_budgets(ls, config.max_n);
                 let mut runs = Vec::with_capacity(ns.len());
                 for n in ns {
-                    let run_config =
-                        config.run_config(&problem.question, ls, n, seed)?;
+                    let run_config = config.run_config(&problem.question, ls, n, seed)?;
                     let run = next_run;
                     next_run.0 += 1;
                     let worker = (engine.make)()?;

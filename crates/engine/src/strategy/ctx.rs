@@ -653,7 +653,8 @@ impl Ctx {
         if self.tree.nodes[b.node].progress.is_some() {
             return Ok(());
         }
-        let _span = tracing::debug_span!("probe", node = b.node.index(), k = settings.probes).entered();
+        let _span =
+            tracing::debug_span!("probe", node = b.node.index(), k = settings.probes).entered();
         let started = Instant::now();
         let mut held = Vec::new();
         let result = self.run_probes(b, settings, &mut held);
@@ -753,14 +754,21 @@ impl Ctx {
         };
         let generated = self.service.generate(&self.control, request, &mut on_token);
         self.add_probe_cost(&generated.cost);
-        generated.value?;
+        let outcomes = generated.value?;
+        if outcomes.len() != k {
+            return Err(EngineError::WorkerGone(
+                "probes answered for another number of branches".into(),
+            ));
+        }
         let probes = texts
             .into_iter()
             .zip(counts)
-            .map(|(text, tokens)| Probe {
+            .zip(outcomes)
+            .map(|((text, tokens), o)| Probe {
                 answer: extract_answer(&format!("{cue}{text}")),
                 text,
                 tokens,
+                stop: Some(o.stop),
                 matched: false,
             })
             .collect();

@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 
 pub use self::ctx::{Branch, BranchStop, Ctx, StopRule};
 pub use self::manual::ManualBranch;
-pub use self::weighted_vote::{weighted_vote, WeightedTally};
 pub use self::registry::{
     register, registry, Knob, KnobKind, KnobValue, LabMode, Params, PoolRule, Role, StrategyDef,
 };
+pub use self::weighted_vote::{weighted_vote, WeightedTally};
 use crate::error::{EngineError, Result};
 use crate::generate::PromptFormat;
 use crate::progress::ProgressConfig;

@@ -59,7 +59,11 @@ impl StrategyDef for SelfConsistency {
         let mut verified = Vec::new();
         for b in samples {
             let (last, answer) = conclude(ctx, b)?;
-            verified.push(if verify { Some(ctx.verify(&last)?) } else { None });
+            verified.push(if verify {
+                Some(ctx.verify(&last)?)
+            } else {
+                None
+            });
             leaves.push((last.node, answer));
         }
         let (tally, winner) = vote(ctx, &leaves);
