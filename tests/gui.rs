@@ -321,6 +321,7 @@ fn synthetic_session(app: &ThinkscopeApp) -> thinkscope::ui::state::SessionFile 
         energy_joules: 50.0,
         energy_measured: false,
         energy_source: "estimated: 10 W x 2 CPU threads".into(),
+        ..CostSnapshot::default()
     };
     session
 }

@@ -1,4 +1,6 @@
-//! The scaling lab view: accuracy against test-time compute, one curve per strategy.
+//! The scaling lab view: accuracy against test-time compute, one curve per strategy; the
+//! verification gap (pass@N against the rules that pick an answer, the gap shaded); the same per
+//! difficulty level; and where each curve flattens.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -6,15 +8,32 @@ use std::sync::Arc;
 
 use crossbeam_channel::{unbounded, Receiver};
 use eframe::egui::{self, Color32, RichText, Ui};
-use egui_plot::{HLine, HoverPosition, Legend, Line, LineStyle, Plot, PlotPoints, Points};
+use egui_plot::{
+    FilledArea, HLine, HoverPosition, Legend, Line, LineStyle, Plot, PlotPoints, Points,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::ui::theme;
-use thinkscope_engine::lab::sweep::run_sweep;
+use thinkscope_engine::lab::sweep::{format_walls, run_sweep, SweepMode};
 use thinkscope_engine::lab::{
-    summarize, write_csv, GeneratorKind, GeneratorSpec, ProblemSet, SweepConfig, SweepEngine,
-    SweepPoint, SweepProgress,
+    difficulty_bins, summarize, summarize_problems, walls, write_csv, DifficultyBin, GeneratorKind,
+    GeneratorSpec, ProblemSet, SweepConfig, SweepEngine, SweepPoint, SweepProgress, Wall,
 };
+
+/// A doubling of N that gains less than this counts as flat.
+const WALL_GAIN: f64 = 0.02;
+
+/// Which chart the lab shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LabPlot {
+    /// Accuracy against compute, one curve per strategy.
+    #[default]
+    Curves,
+    /// pass@N against maj@N, the weighted vote and best-of-N, the gap shaded.
+    Gap,
+    /// The gap chart once per difficulty level.
+    Difficulty,
+}
 
 /// Which compute measure the x-axis shows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +83,14 @@ pub struct LabSettings {
     pub self_consistency: bool,
     /// Best-of-N by the model's confidence.
     pub best_of_n: bool,
+    /// Best-of-N by the self-verifier's P(yes).
+    pub verifier_best_of_n: bool,
+    /// The verifier-weighted vote (weighted best-of-N).
+    pub weighted_vote: bool,
+    /// Which chart is shown.
+    pub plot: LabPlot,
+    /// Difficulty levels.
+    pub bins: usize,
     /// Largest N.
     pub max_n: usize,
     /// Tokens per sample.
@@ -84,6 +111,10 @@ impl Default for LabSettings {
             greedy: true,
             self_consistency: true,
             best_of_n: true,
+            verifier_best_of_n: true,
+            weighted_vote: true,
+            plot: LabPlot::Curves,
+            bins: 4,
             max_n: 8,
             max_tokens: 96,
             seed: 1,
@@ -98,7 +129,49 @@ enum Msg {
         total: usize,
         current: String,
     },
-    Finished(Result<Vec<SweepPoint>, String>),
+    Finished(Result<LabResults, String>),
+}
+
+/// What a finished sweep shows.
+#[derive(Default)]
+pub struct LabResults {
+    /// The curves' points.
+    pub points: Vec<SweepPoint>,
+    /// Difficulty levels with their points.
+    pub levels: Vec<(DifficultyBin, Vec<SweepPoint>)>,
+    /// Where the curves flatten.
+    pub walls: Vec<Wall>,
+    /// The first pool strategy (whose samples the gap chart shows).
+    pub pool: Option<String>,
+}
+
+impl LabResults {
+    fn new(
+        config: &SweepConfig,
+        records: &[thinkscope_engine::lab::ProblemRecord],
+        bins: usize,
+    ) -> Self {
+        let points = summarize(config, records);
+        let levels = difficulty_bins(config, records, bins)
+            .into_iter()
+            .map(|b| {
+                let p = summarize_problems(config, records, |i| b.problems.contains(&i));
+                (b, p)
+            })
+            .collect();
+        let pool = config
+            .lab_strategies()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|s| matches!(s.mode, SweepMode::Pool { .. }))
+            .map(|s| s.label);
+        Self {
+            walls: walls(&points, WALL_GAIN),
+            points,
+            levels,
+            pool,
+        }
+    }
 }
 
 /// A running or finished sweep.
@@ -111,6 +184,8 @@ pub struct LabState {
     current: String,
     /// The curves' points.
     pub points: Vec<SweepPoint>,
+    /// Everything else the sweep showed.
+    pub results: LabResults,
     error: Option<String>,
     plot_rect: Option<egui::Rect>,
 }
@@ -146,7 +221,10 @@ impl LabState {
             self.rx = None;
             self.cancel = None;
             match r {
-                Ok(points) => self.points = points,
+                Ok(results) => {
+                    self.points = results.points.clone();
+                    self.results = results;
+                }
                 Err(e) => self.error = Some(e),
             }
         }
@@ -192,6 +270,12 @@ impl LabState {
         if s.best_of_n {
             strategies.push("best-of-n".to_owned());
         }
+        if s.verifier_best_of_n {
+            strategies.push("best-of-n:scorer=self-verify".to_owned());
+        }
+        if s.weighted_vote {
+            strategies.push("weighted-vote".to_owned());
+        }
         if strategies.is_empty() {
             self.error = Some("choose at least one strategy".into());
             return;
@@ -211,6 +295,7 @@ impl LabState {
         let (tx, rx) = unbounded();
         let cancel = Arc::new(AtomicBool::new(false));
         let flag = cancel.clone();
+        let bins = s.bins.max(1);
         let spawned = std::thread::Builder::new()
             .name("thinkscope-lab".into())
             .spawn(move || {
@@ -243,7 +328,7 @@ impl LabState {
                     }
                 };
                 let result = run_sweep(&engine, &config, &results, &flag, &mut on_progress)
-                    .map(|outcome| summarize(&config, &outcome.records))
+                    .map(|outcome| LabResults::new(&config, &outcome.records, bins))
                     .map_err(|e| format!("{e}"));
                 let _ = tx.send(Msg::Finished(result));
                 ctx.request_repaint();
@@ -306,6 +391,14 @@ pub fn lab_controls_ui(
     ui.checkbox(&mut s.greedy, "Greedy (System 1 baseline)");
     ui.checkbox(&mut s.self_consistency, "Self-consistency (maj@N)");
     ui.checkbox(&mut s.best_of_n, "Best-of-N (model's confidence)");
+    ui.checkbox(&mut s.verifier_best_of_n, "Best-of-N by verifier (P(yes))")
+        .on_hover_text("The model is asked whether each sample's answer is correct; the sample it trusts most wins.");
+    ui.checkbox(&mut s.weighted_vote, "Verifier-weighted vote")
+        .on_hover_text(
+        "Snell et al.'s weighted best-of-N: each answer scores the summed P(yes) of its samples.",
+    );
+    ui.add(egui::Slider::new(&mut s.bins, 1..=8).text("Difficulty levels"))
+        .on_hover_text("Problems binned by the pool's pass@1 (Snell et al. use 5), easiest first.");
     let mut exp = (s.max_n.max(1) as f64).log2().round() as u32;
     ui.add(
         egui::Slider::new(&mut exp, 0..=6)
@@ -360,6 +453,17 @@ pub fn lab_controls_ui(
 
 /// The plot and the marginal-gain table (central panel).
 pub fn lab_plot_ui(ui: &mut Ui, s: &mut LabSettings, state: &mut LabState) {
+    ui.horizontal(|ui| {
+        ui.selectable_value(&mut s.plot, LabPlot::Curves, "Accuracy vs compute");
+        ui.selectable_value(&mut s.plot, LabPlot::Gap, "Verification gap")
+            .on_hover_text("pass@N (some sample right) against the rules that pick one answer");
+        ui.selectable_value(&mut s.plot, LabPlot::Difficulty, "By difficulty")
+            .on_hover_text("The gap chart per level of problem difficulty (pass@1 bins)");
+    });
+    if s.plot != LabPlot::Curves && !state.points.is_empty() {
+        gap_views_ui(ui, s.plot, state);
+        return;
+    }
     ui.horizontal(|ui| {
         ui.label("Compute on the x-axis:");
         for x in [XAxis::Tokens, XAxis::Seconds, XAxis::Joules] {
@@ -492,6 +596,165 @@ pub fn lab_plot_ui(ui: &mut Ui, s: &mut LabSettings, state: &mut LabState) {
             ui.end_row();
         }
     });
+}
+
+/// The verification gap or the difficulty view, and the walls.
+fn gap_views_ui(ui: &mut Ui, plot: LabPlot, state: &mut LabState) {
+    let r = &state.results;
+    let Some(pool) = r.pool.clone() else {
+        ui.label(RichText::new("The gap needs a sampled pool: tick self-consistency, best-of-N or the weighted vote.").weak());
+        return;
+    };
+    let notes = 30.0 + 18.0 * r.walls.len() as f32;
+    let height = (ui.available_height() - notes).max(160.0);
+    if plot == LabPlot::Gap {
+        let resp = gap_plot_ui(ui, "lab_gap", &r.points, &pool, height, true);
+        state.plot_rect = Some(resp);
+    } else if r.levels.is_empty() {
+        ui.label(RichText::new("No difficulty levels: the sweep has no pool to bin by.").weak());
+    } else {
+        let levels = &r.levels;
+        let rect = ui.columns(levels.len(), |cols| {
+            let mut rect: Option<egui::Rect> = None;
+            for (i, (bin, points)) in levels.iter().enumerate() {
+                cols[i].label(RichText::new(bin.label()).small().strong());
+                let h = height - 24.0;
+                let r = gap_plot_ui(
+                    &mut cols[i],
+                    &format!("lab_level_{i}"),
+                    points,
+                    &pool,
+                    h,
+                    i == 0,
+                );
+                rect = Some(rect.map_or(r, |a| a.union(r)));
+            }
+            rect
+        });
+        state.plot_rect = rect;
+    }
+    ui.label(
+        RichText::new("Where the curves flatten (a doubling of N gains under 2 points):").strong(),
+    );
+    ui.label(RichText::new(format_walls(&r.walls, WALL_GAIN)).small());
+}
+
+/// One gap chart: x = log2 N; the area between pass@N and the best picking rule shaded.
+fn gap_plot_ui(
+    ui: &mut Ui,
+    id: &str,
+    points: &[SweepPoint],
+    pool: &str,
+    height: f32,
+    legend: bool,
+) -> egui::Rect {
+    let mut rows: Vec<&SweepPoint> = points.iter().filter(|p| p.strategy == pool).collect();
+    rows.sort_by_key(|p| p.n);
+    let x: Vec<f64> = rows.iter().map(|p| (p.n.max(1) as f64).log2()).collect();
+    let picked: Vec<f64> = rows
+        .iter()
+        .map(|p| {
+            [
+                Some(p.accuracy_maj),
+                Some(p.accuracy_best_of_n),
+                p.accuracy_weighted_maj,
+                p.accuracy_verifier,
+            ]
+            .into_iter()
+            .flatten()
+            .fold(0.0, f64::max)
+        })
+        .collect();
+    let pass: Vec<f64> = rows.iter().map(|p| p.accuracy_pass).collect();
+    let baselines: Vec<(String, f64)> = {
+        let mut names: Vec<&str> = points.iter().map(|p| p.strategy.as_str()).collect();
+        names.dedup();
+        names
+            .into_iter()
+            .filter(|n| *n == "greedy" || *n == "system1")
+            .filter_map(|n| {
+                points
+                    .iter()
+                    .find(|p| p.strategy == n)
+                    .map(|p| (n.to_owned(), p.accuracy))
+            })
+            .collect()
+    };
+    let mut plot = Plot::new(id.to_owned())
+        .height(height)
+        .include_y(0.0)
+        .include_y(1.0)
+        .x_axis_label("samples N")
+        .y_axis_label("accuracy")
+        .x_axis_formatter(|m, _| format!("{}", 2f64.powf(m.value).round()));
+    if legend {
+        plot = plot.legend(Legend::default());
+    }
+    let resp = plot.show(ui, |plot| {
+        if x.len() > 1 {
+            plot.add(
+                FilledArea::new("verification gap", &x, &picked, &pass)
+                    .fill_color(Color32::from_rgba_unmultiplied(230, 90, 90, 50)),
+            );
+        }
+        let series: [(&str, Color32, Box<dyn Fn(&SweepPoint) -> Option<f64>>); 5] = [
+            ("pass@N", Color32::GRAY, Box::new(|p| Some(p.accuracy_pass))),
+            (
+                "maj@N",
+                theme::category(0),
+                Box::new(|p| Some(p.accuracy_maj)),
+            ),
+            (
+                "weighted maj@N",
+                theme::category(2),
+                Box::new(|p| p.accuracy_weighted_maj),
+            ),
+            (
+                "best-of-N by verifier",
+                theme::category(4),
+                Box::new(|p| p.accuracy_verifier),
+            ),
+            (
+                "best-of-N by confidence",
+                theme::category(1),
+                Box::new(|p| Some(p.accuracy_best_of_n)),
+            ),
+        ];
+        for (name, color, f) in series {
+            let pts: Option<Vec<[f64; 2]>> = rows
+                .iter()
+                .zip(&x)
+                .map(|(p, &xx)| f(p).map(|v| [xx, v]))
+                .collect();
+            let Some(pts) = pts.filter(|p| !p.is_empty()) else {
+                continue;
+            };
+            let style = if name == "pass@N" {
+                LineStyle::dotted_dense()
+            } else {
+                LineStyle::Solid
+            };
+            plot.line(
+                Line::new(name, PlotPoints::from(pts.clone()))
+                    .color(color)
+                    .width(2.0)
+                    .style(style),
+            );
+            plot.points(
+                Points::new(name, PlotPoints::from(pts))
+                    .color(color)
+                    .radius(3.0),
+            );
+        }
+        for (i, (name, a)) in baselines.iter().enumerate() {
+            plot.hline(
+                HLine::new(format!("{name} (System 1 baseline)"), *a)
+                    .color(theme::category(5 + i))
+                    .style(LineStyle::dashed_loose()),
+            );
+        }
+    });
+    resp.response.rect
 }
 
 /// Write the curves' points as CSV.

@@ -73,6 +73,20 @@ pub fn meters_ui(ui: &mut Ui, cost: &CostSnapshot, history: &SpeedHistory) {
         meter(ui, "FLOPs (est.)", &human(cost.flops), "Estimated floating-point operations: 2 per weight per token plus attention over the context.");
         let label = if cost.energy_measured { "energy (meas.)" } else { "energy (est.)" };
         meter(ui, label, &format!("{:.1} J", cost.energy_joules), &cost.energy_source);
+        if cost.probed_nodes > 0 {
+            meter(ui, "probe tok", &cost.probe_tokens.to_string(), &format!(
+                "Tokens the progress probes computed ({} cue, {} sampled) over {} nodes; each probe forks its node's cached prefix, so {} prefix tokens were reused, not recomputed. Not part of the strategy's figures.",
+                cost.probe_cue_tokens,
+                cost.probe_tokens - cost.probe_cue_tokens,
+                cost.probed_nodes,
+                cost.probe_tokens_reused
+            ));
+            meter(ui, "probe time", &format!("{:.1} s", cost.probe_secs), &format!(
+                "Wall time spent in probes (part of the run's time); their energy: {:.1} J, {}.",
+                cost.probe_energy_joules,
+                if cost.energy_measured { "measured" } else { "estimated" }
+            ));
+        }
     });
 }
 

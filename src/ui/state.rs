@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use thinkscope_engine::atomic;
 use thinkscope_engine::cost::CostSnapshot;
+use thinkscope_engine::progress::{ProgressConfig, MAX_PROBES, MAX_PROBE_TOKENS};
 use thinkscope_engine::strategy::{registry, KnobValue, Knobs, Params, RunConfig, Strategy};
 use thinkscope_engine::tree::Tree;
 
@@ -22,11 +23,19 @@ pub enum ColorBy {
     Score,
     /// Which answer the node's path reached.
     VoteGroup,
+    /// Δp̂: how much the node's progress probes gained or lost against its parent's.
+    Progress,
 }
 
 impl ColorBy {
     /// All choices, for menus.
-    pub const ALL: [ColorBy; 4] = [Self::Logprob, Self::Entropy, Self::Score, Self::VoteGroup];
+    pub const ALL: [ColorBy; 5] = [
+        Self::Logprob,
+        Self::Entropy,
+        Self::Score,
+        Self::VoteGroup,
+        Self::Progress,
+    ];
 
     /// Menu label.
     pub fn label(self) -> &'static str {
@@ -35,6 +44,7 @@ impl ColorBy {
             Self::Entropy => "Entropy",
             Self::Score => "Score",
             Self::VoteGroup => "Vote group",
+            Self::Progress => "Progress (Δp̂)",
         }
     }
 }
@@ -60,6 +70,12 @@ pub struct PaneSettings {
     pub budget: usize,
     /// Random seed.
     pub seed: u64,
+    /// Probe every step node for MRT-style progress.
+    pub progress: bool,
+    /// K: forced-answer probes per node.
+    pub progress_probes: usize,
+    /// Most tokens in one probe's answer.
+    pub probe_tokens: usize,
 }
 
 impl Default for PaneSettings {
@@ -73,6 +89,9 @@ impl Default for PaneSettings {
             use_budget: false,
             budget: 2048,
             seed: 0,
+            progress: false,
+            progress_probes: ProgressConfig::default().probes,
+            probe_tokens: ProgressConfig::default().probe_tokens,
         };
         // The app's usual starting point: four samples, three steps deep.
         let _ = s.apply_roles(&Knobs {
@@ -139,6 +158,16 @@ impl PaneSettings {
 
     /// The run configuration these settings describe.
     pub fn run_config(&self, prompt: &str) -> thinkscope_engine::Result<RunConfig> {
+        self.run_config_with(prompt, None)
+    }
+
+    /// The run configuration for `prompt` with its known answer, if the user gave one (probes
+    /// are then scored against it instead of the run's consensus).
+    pub fn run_config_with(
+        &self,
+        prompt: &str,
+        expected: Option<&str>,
+    ) -> thinkscope_engine::Result<RunConfig> {
         let config = RunConfig {
             prompt: prompt.to_owned(),
             format: Default::default(),
@@ -148,7 +177,15 @@ impl PaneSettings {
             seed: self.seed,
             max_tokens: self.max_tokens,
             budget_tokens: self.use_budget.then_some(self.budget),
-            expected_answer: None,
+            expected_answer: expected
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(str::to_owned),
+            progress: self.progress.then(|| ProgressConfig {
+                probes: self.progress_probes,
+                probe_tokens: self.probe_tokens,
+                ..ProgressConfig::default()
+            }),
         };
         config.validate()?;
         Ok(config)
@@ -161,6 +198,8 @@ impl PaneSettings {
 pub struct Settings {
     /// The prompt being explored.
     pub prompt: String,
+    /// Its known answer, if the user gave one (empty: none).
+    pub expected_answer: String,
     /// One to four panes.
     pub panes: Vec<PaneSettings>,
     /// Node colouring.
@@ -191,6 +230,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             prompt: "A farmer has 17 sheep. All but 9 run away. How many sheep are left?".into(),
+            expected_answer: String::new(),
             panes: vec![PaneSettings::default()],
             color_by: ColorBy::default(),
             model_path: None,
@@ -261,6 +301,8 @@ impl Settings {
                 p.strategy = PaneSettings::default().strategy;
             }
             p.max_tokens = p.max_tokens.clamp(1, 4096);
+            p.progress_probes = p.progress_probes.clamp(1, MAX_PROBES);
+            p.probe_tokens = p.probe_tokens.clamp(1, MAX_PROBE_TOKENS);
             p.budget = p.budget.clamp(1, 1_000_000);
             if !(0.0..=5.0).contains(&p.temperature) {
                 p.temperature = 0.7;
@@ -408,6 +450,7 @@ mod tests {
             status: NodeStatus::Finished,
             scores: Scores::default(),
             answer: None,
+            progress: None,
         }
     }
 
