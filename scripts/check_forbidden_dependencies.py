@@ -21,6 +21,8 @@ RULES = {
     "thinkscope-kernels": (GUI + ["wgpu", "candle-core"], []),
     # The engine: no GUI; wgpu only through its GPU backend crate.
     "thinkscope-engine": (GUI + ["wgpu"], ["thinkscope-gpu"]),
+    # The remote backend: no GUI, no GPU of its own, and blocking HTTP without an async runtime.
+    "thinkscope-remote": (GUI + ["wgpu", "tokio"], ["thinkscope-gpu"]),
     # The command line needs no window either.
     "thinkscope-cli": (GUI + ["wgpu"], ["thinkscope-gpu"]),
 }

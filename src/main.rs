@@ -17,6 +17,10 @@ struct Args {
     /// Folder of GGUF models (default: ./models).
     #[arg(long)]
     models_dir: Option<PathBuf>,
+    /// Where the model runs: auto (a hardware GPU, else the CPU), cpu, or gpu (the best
+    /// adapter, even a software one). Default: the last choice, else auto.
+    #[arg(long)]
+    device: Option<thinkscope_engine::device::DevicePref>,
     /// Worker threads for the CPU kernels (default: all cores but one, left to the UI).
     #[arg(long)]
     threads: Option<usize>,
@@ -57,6 +61,7 @@ fn main() -> eframe::Result {
         model_path: args.model,
         config_dir: Settings::default_dir(),
         models_dir: args.models_dir.unwrap_or_else(fetch::models_dir),
+        device: args.device,
     };
     let icon = eframe::icon_data::from_png_bytes(include_bytes!("../assets/icon.png")).ok();
     let mut viewport = egui::ViewportBuilder::default()

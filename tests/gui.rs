@@ -22,6 +22,7 @@ fn harness(dir: &Path) -> Harness<'static, ThinkscopeApp> {
         model_path: Some(model),
         config_dir: Some(dir.join("config")),
         models_dir: dir.to_owned(),
+        ..AppOptions::default()
     });
     Harness::builder()
         .with_size([1280.0, 800.0])
@@ -196,6 +197,7 @@ fn bad_model_file_is_reported_and_the_app_keeps_running() {
         model_path: Some(bad),
         config_dir: None,
         models_dir: dir.path().to_owned(),
+        ..AppOptions::default()
     });
     let mut h = Harness::builder()
         .with_size([1280.0, 800.0])
@@ -313,6 +315,7 @@ fn synthetic_session(app: &ThinkscopeApp) -> thinkscope::ui::state::SessionFile 
     session.panes[0].cost = CostSnapshot {
         prompt_tokens_computed: 61,
         tokens_reused: 122,
+        tokens_reused_unknown: false,
         generated_tokens: 57,
         forward_passes: 20,
         wall_secs: 2.5,
@@ -375,6 +378,49 @@ fn lab_sweep_draws_curves() {
         .iter()
         .any(|p| p.strategy == "self-consistency" && p.n == 4));
     assert!(points.iter().all(|p| (0.0..=1.0).contains(&p.accuracy)));
+    // The verifier strategies come from the registry: the weighted vote and best-of-N by
+    // P(yes) judge the same verified pool, so every pool point carries both figures.
+    for name in ["weighted-vote", "best-of-n:scorer=self-verify"] {
+        assert!(
+            points.iter().any(|p| p.strategy == name && p.n == 4),
+            "{name}"
+        );
+    }
+    for p in points.iter().filter(|p| p.cost_derived || p.n == 4) {
+        if p.strategy == "greedy" {
+            continue;
+        }
+        assert!(
+            p.accuracy_weighted_maj.is_some() && p.accuracy_verifier.is_some(),
+            "{}",
+            p.strategy
+        );
+        assert!(p.accuracy_pass >= p.accuracy_maj - 1e-9);
+    }
+    // The gap and difficulty views draw from the same results.
+    assert!(!h.state().lab.results.levels.is_empty());
+    assert!(h.state().lab.results.pool.is_some());
+    h.get_by_label("Verification gap").click();
+    for _ in 0..3 {
+        h.step();
+    }
+    h.get_by_label("By difficulty").click();
+    for _ in 0..3 {
+        h.step();
+    }
+    assert!(h
+        .query_by_label_contains("Where the curves flatten")
+        .is_some());
+    h.get_by_label("Accuracy vs compute").click();
+    for _ in 0..3 {
+        h.step();
+    }
+    assert!(
+        h.query_by_label_contains("Energy per correct answer, J (estimated")
+            .is_some()
+            || h.query_by_label_contains("Energy per correct answer, J (measured")
+                .is_some()
+    );
     for _ in 0..3 {
         h.step();
     }
@@ -481,13 +527,17 @@ fn a_run_with_progress_shows_progress_on_nodes() {
     assert!(h.query_by_label(&cost.probe_tokens.to_string()).is_some());
     // Colour by progress: a node with a Δp̂ is coloured by it, differently from one without.
     let groups = Default::default();
-    let fill = |n: &thinkscope_engine::tree::Node| node_fill(n, ColorBy::Progress, (0.0, 1.0), &groups);
-    if let Some(d) = tree
-        .nodes
-        .iter()
-        .find(|n| n.progress.as_ref().is_some_and(|p| p.delta.is_some_and(|d| d.abs() > 0.3)))
-    {
-        let unprobed = tree.nodes.iter().find(|n| n.progress.is_none() && n.kind == NodeKind::Generated);
+    let fill =
+        |n: &thinkscope_engine::tree::Node| node_fill(n, ColorBy::Progress, (0.0, 1.0), &groups);
+    if let Some(d) = tree.nodes.iter().find(|n| {
+        n.progress
+            .as_ref()
+            .is_some_and(|p| p.delta.is_some_and(|d| d.abs() > 0.3))
+    }) {
+        let unprobed = tree
+            .nodes
+            .iter()
+            .find(|n| n.progress.is_none() && n.kind == NodeKind::Generated);
         if let Some(u) = unprobed {
             assert_ne!(fill(d), fill(u));
         }
@@ -506,4 +556,56 @@ fn a_run_with_progress_shows_progress_on_nodes() {
     assert_eq!(p.basis, ProgressBasis::Expected);
     assert_eq!(p.reference.as_deref(), Some("5"));
     assert!(!progress_line(p).contains("consensus"));
+}
+
+#[test]
+fn the_device_menu_moves_the_model_and_keeps_it_when_that_fails() {
+    use thinkscope_engine::device::DevicePref;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = harness(dir.path());
+    ready(&mut h);
+    // Device > cpu, through the menu as a user picks it.
+    h.get_by_label("Device").click();
+    h.run_steps(3);
+    h.get_by_label("cpu").click();
+    h.run_steps(3);
+    wait_for(&mut h, "the reload on the CPU", |a| !a.loading());
+    assert_eq!(h.state().settings.device, DevicePref::Cpu);
+    let line = h.state().device_line().expect("a model is loaded");
+    assert!(line.starts_with("CPU"), "device line: {line}");
+
+    // Device > gpu: the best adapter, even a software one, or a clear error and the CPU model kept.
+    h.get_by_label("Device").click();
+    h.run_steps(3);
+    h.get_by_label("gpu").click();
+    h.run_steps(3);
+    wait_for(&mut h, "the reload on the GPU", |a| !a.loading());
+    assert!(h.state().model_ready(), "a model stays loaded either way");
+    let line = h.state().device_line().expect("a model is loaded");
+    if line.starts_with("GPU") {
+        assert_eq!(h.state().settings.device, DevicePref::Gpu);
+    } else {
+        eprintln!("no GPU adapter here: {:?}", h.state().notices());
+        assert!(line.starts_with("CPU"), "device line: {line}");
+        assert_eq!(
+            h.state().settings.device,
+            DevicePref::Cpu,
+            "the choice falls back"
+        );
+        assert!(
+            h.state()
+                .notices()
+                .iter()
+                .any(|n| n.contains("could not open")),
+            "the failure is reported: {:?}",
+            h.state().notices()
+        );
+    }
+    // Either way a run completes on whatever runs the model now.
+    h.state_mut().settings.panes[0].strategy = "system1".into();
+    h.state_mut().run_all();
+    wait_for(&mut h, "a run after the switch", |a| {
+        matches!(a.panes[0].status, PaneStatus::Done(_))
+    });
+    assert!(h.state().panes[0].run.tree.nodes.len() >= 2);
 }

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::ui::connect::ServerRequest;
 use crate::ui::files::FileJob;
 use crate::ui::inspector::BranchRequest;
 
@@ -27,6 +28,12 @@ pub enum Action {
     System1VsSystem2,
     /// Open another model file.
     OpenModel(PathBuf),
+    /// Run the local model on another device (reloads it; the old one stays if that fails).
+    SetDevice(thinkscope_engine::device::DevicePref),
+    /// Show the "Connect to server" dialog.
+    OpenConnect,
+    /// Connect to an OpenAI-compatible server and run there.
+    Connect(ServerRequest),
     /// Ask for a file in a dialog, then do `FileJob` with it.
     PickFile(FileJob),
     /// Continue a finished pane's tree with a token chosen by hand.

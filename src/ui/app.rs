@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use eframe::egui::{self, Ui};
+use thinkscope_engine::device::DevicePref;
 use thinkscope_engine::events::{RunId, RunOutcome};
 use thinkscope_engine::frontend::OpenOptions;
 use thinkscope_engine::lab::SweepEngine;
 
 use crate::ui::action::Action;
+use crate::ui::connect::{connect_ui, default_key, ConnectDialog, Connector, ServerRequest};
 use crate::ui::controls::controls_ui;
 use crate::ui::files::{pick_file, Picked};
 use crate::ui::inspector::inspector_ui;
@@ -32,6 +34,8 @@ pub struct AppOptions {
     pub config_dir: Option<PathBuf>,
     /// Where models are looked for and fetched to.
     pub models_dir: PathBuf,
+    /// Device to run on (else the one in the settings, else `auto`).
+    pub device: Option<DevicePref>,
 }
 
 /// The application.
@@ -47,6 +51,8 @@ pub struct ThinkscopeApp {
     options: AppOptions,
     pub(crate) model: ModelSlot,
     model_path: Option<PathBuf>,
+    /// The device the loaded model runs on (what the Device menu falls back to if a switch fails).
+    loaded_device: DevicePref,
     loader: Option<Loader>,
     pub(crate) picked_tx: Sender<Picked>,
     picked_rx: Receiver<Picked>,
@@ -55,15 +61,20 @@ pub struct ThinkscopeApp {
     saved: Settings,
     last_save: Instant,
     pub(crate) pending_png: Option<PathBuf>,
+    connect: ConnectDialog,
+    connector: Option<Connector>,
 }
 
 impl ThinkscopeApp {
     /// Create the app; the model loads in the background on the first frame.
     pub fn new(options: AppOptions) -> Self {
-        let (settings, warning) = match &options.config_dir {
+        let (mut settings, warning) = match &options.config_dir {
             Some(dir) => Settings::load(dir),
             None => (Settings::default(), None),
         };
+        if let Some(d) = options.device {
+            settings.device = d;
+        }
         let (picked_tx, picked_rx) = unbounded();
         let model_path = options
             .model_path
@@ -78,6 +89,7 @@ impl ThinkscopeApp {
             options,
             model: ModelSlot::Idle,
             model_path,
+            loaded_device: DevicePref::Auto,
             loader: None,
             picked_tx,
             picked_rx,
@@ -85,6 +97,8 @@ impl ThinkscopeApp {
             notices: Vec::new(),
             last_save: Instant::now(),
             pending_png: None,
+            connect: ConnectDialog::default(),
+            connector: None,
         };
         if let Some(w) = warning {
             app.notify(w, true);
@@ -111,6 +125,19 @@ impl ThinkscopeApp {
     /// Whether the model is loaded and the worker running.
     pub fn model_ready(&self) -> bool {
         matches!(self.model, ModelSlot::Ready { .. })
+    }
+
+    /// The device line of what runs the model ("CPU (2 threads)", "GPU: …", "server …").
+    pub fn device_line(&self) -> Option<String> {
+        match &self.model {
+            ModelSlot::Ready { worker, .. } => Some(worker.service().info().device.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether a model is being loaded or fetched.
+    pub fn loading(&self) -> bool {
+        self.loader.is_some()
     }
 
     /// Error text of a failed model load, if any.
@@ -150,6 +177,7 @@ impl ThinkscopeApp {
         let options = OpenOptions {
             model: explicit,
             models_dir: self.options.models_dir.clone(),
+            device: self.settings.device,
             ..OpenOptions::default()
         };
         match Loader::start(options, ctx) {
@@ -162,6 +190,66 @@ impl ThinkscopeApp {
     pub fn open_model(&mut self, ctx: &egui::Context, path: PathBuf) {
         self.model_path = Some(path);
         self.start_loading(ctx);
+    }
+
+    /// Run the local model on `device` from now on: the model is loaded again there, and the
+    /// one in use stays if that fails (no GPU, say).
+    pub fn set_device(&mut self, ctx: &egui::Context, device: DevicePref) {
+        if device == self.settings.device && self.loader.is_none() && self.local_model_loaded() {
+            return;
+        }
+        self.settings.device = device;
+        self.notify(format!("Loading the model on device \"{device}\"…"), false);
+        self.start_loading(ctx);
+    }
+
+    /// Whether a local model (not a server) is loaded.
+    fn local_model_loaded(&self) -> bool {
+        matches!(self.model, ModelSlot::Ready { model: Some(_), .. })
+    }
+
+    /// Show the "Connect to server" dialog (File > Connect to server…).
+    pub fn open_connect_dialog(&mut self) {
+        self.connect.open = true;
+    }
+
+    /// Connect to a server on a thread; the panes move there once it answers.
+    fn connect_server(&mut self, ctx: &egui::Context, request: ServerRequest) {
+        let (key, _) = default_key(self.options.config_dir.as_deref());
+        self.notify(format!("Connecting to {}…", request.url), false);
+        match Connector::start(request, key, ctx) {
+            Ok(c) => self.connector = Some(c),
+            Err(e) => self.notify(e, true),
+        }
+    }
+
+    fn poll_connector(&mut self) {
+        let Some(result) = self.connector.as_ref().and_then(Connector::poll) else {
+            return;
+        };
+        self.connector = None;
+        match result {
+            Ok(worker) => {
+                for pane in &mut self.panes {
+                    if pane.active() {
+                        pane.status = PaneStatus::Done(RunOutcome::Cancelled);
+                    }
+                    pane.started = false;
+                }
+                self.notify(
+                    format!("Connected: {}", worker.service().info().device),
+                    false,
+                );
+                self.model = ModelSlot::Ready {
+                    model: None,
+                    worker,
+                };
+            }
+            Err(e) => {
+                self.connect.open = true;
+                self.notify(format!("could not connect: {e}"), true);
+            }
+        }
     }
 
     fn poll_loader(&mut self) {
@@ -179,6 +267,7 @@ impl ThinkscopeApp {
                     self.loader = None;
                     // `None` means the default model, fetched when missing.
                     self.settings.model_path = self.model_path.clone();
+                    self.loaded_device = self.settings.device;
                     // Replacing the worker ends the old model's runs.
                     for pane in &mut self.panes {
                         if pane.active() {
@@ -193,7 +282,7 @@ impl ThinkscopeApp {
                         self.notify(note.clone(), false);
                     }
                     self.model = ModelSlot::Ready {
-                        model: opened.loaded.model,
+                        model: Some(opened.loaded.model),
                         worker: opened.worker,
                     };
                 }
@@ -202,8 +291,10 @@ impl ThinkscopeApp {
                     let msg = format!("could not open {}: {e}", path.display());
                     self.notify(msg.clone(), true);
                     if self.model_ready() {
-                        // Keep the model that works; remember it, not the broken file.
+                        // Keep the model that works; remember it, not the broken file or
+                        // the device it could not run on.
                         self.model_path = self.settings.model_path.clone();
+                        self.settings.device = self.loaded_device;
                     } else {
                         self.model = ModelSlot::Failed(msg);
                     }
@@ -248,6 +339,9 @@ impl ThinkscopeApp {
             Action::SetPanes(n) => self.set_pane_count(n),
             Action::System1VsSystem2 => self.system1_vs_system2(),
             Action::OpenModel(p) => self.open_model(ctx, p),
+            Action::SetDevice(d) => self.set_device(ctx, d),
+            Action::OpenConnect => self.open_connect_dialog(),
+            Action::Connect(request) => self.connect_server(ctx, request),
             Action::PickFile(job) => {
                 pick_file(job, self.options.models_dir.clone(), self.picked_tx.clone())
             }
@@ -270,6 +364,7 @@ impl ThinkscopeApp {
             self.start_loading(&ctx);
         }
         self.poll_loader();
+        self.poll_connector();
         self.poll_files(&ctx);
         self.poll_events();
 
@@ -295,6 +390,15 @@ impl ThinkscopeApp {
         } else {
             actions.extend(self.explore_ui(ui));
         }
+        let (_, key_source) = default_key(self.options.config_dir.as_deref());
+        actions.extend(connect_ui(
+            &ctx,
+            &mut self.connect,
+            &mut self.settings.server_url,
+            &mut self.settings.server_model,
+            key_source,
+            self.connector.is_some(),
+        ));
         actions.extend(notices_ui(&ctx, &self.notices));
         for a in actions {
             self.apply(&ctx, a);
@@ -350,11 +454,14 @@ impl ThinkscopeApp {
     }
 
     fn start_sweep(&mut self, ctx: &egui::Context) {
-        let ModelSlot::Ready { model, .. } = &self.model else {
+        let ModelSlot::Ready { model, worker } = &self.model else {
             self.notify("The model is not loaded yet.", true);
             return;
         };
-        let model = model.clone();
+        let engine = match model {
+            Some(m) => SweepEngine::local(m.clone()),
+            None => SweepEngine::service(worker.service().clone()),
+        };
         let dir = self
             .options
             .config_dir
@@ -365,12 +472,8 @@ impl ThinkscopeApp {
             return;
         }
         let results = dir.join("lab-results.jsonl");
-        self.lab.start(
-            SweepEngine::local(model),
-            &self.settings.lab,
-            results,
-            ctx.clone(),
-        );
+        self.lab
+            .start(engine, &self.settings.lab, results, ctx.clone());
     }
 
     /// Save settings now (on exit).

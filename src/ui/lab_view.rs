@@ -23,6 +23,9 @@ use thinkscope_engine::lab::{
 /// A doubling of N that gains less than this counts as flat.
 const WALL_GAIN: f64 = 0.02;
 
+/// One figure of a sweep point (pass@N, maj@N, …), where it has one.
+type Figure = dyn Fn(&SweepPoint) -> Option<f64>;
+
 /// Which chart the lab shows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LabPlot {
@@ -87,6 +90,8 @@ pub struct LabSettings {
     pub verifier_best_of_n: bool,
     /// The verifier-weighted vote (weighted best-of-N).
     pub weighted_vote: bool,
+    /// Beam search that keeps the branches whose progress probes gained most (one run per N).
+    pub beam_progress: bool,
     /// Which chart is shown.
     pub plot: LabPlot,
     /// Difficulty levels.
@@ -113,6 +118,7 @@ impl Default for LabSettings {
             best_of_n: true,
             verifier_best_of_n: true,
             weighted_vote: true,
+            beam_progress: false,
             plot: LabPlot::Curves,
             bins: 4,
             max_n: 8,
@@ -276,6 +282,9 @@ impl LabState {
         if s.weighted_vote {
             strategies.push("weighted-vote".to_owned());
         }
+        if s.beam_progress {
+            strategies.push("beam:scorer=progress".to_owned());
+        }
         if strategies.is_empty() {
             self.error = Some("choose at least one strategy".into());
             return;
@@ -397,6 +406,8 @@ pub fn lab_controls_ui(
         .on_hover_text(
         "Snell et al.'s weighted best-of-N: each answer scores the summed P(yes) of its samples.",
     );
+    ui.checkbox(&mut s.beam_progress, "Beam by progress (Δp̂)")
+        .on_hover_text("Beam search that keeps the partial solutions whose forced-answer probes agree most with the run's consensus. One run per N, and every step is probed: slow.");
     ui.add(egui::Slider::new(&mut s.bins, 1..=8).text("Difficulty levels"))
         .on_hover_text("Problems binned by the pool's pass@1 (Snell et al. use 5), easiest first.");
     let mut exp = (s.max_n.max(1) as f64).log2().round() as u32;
@@ -490,7 +501,8 @@ pub fn lab_plot_ui(ui: &mut Ui, s: &mut LabSettings, state: &mut LabState) {
     } else {
         "estimated"
     };
-    let table_height = 26.0 + 20.0 * names.len() as f32;
+    // Two tables below the plot: the marginal gains and the energy per correct answer.
+    let table_height = 2.0 * (26.0 + 20.0 * names.len() as f32) + 40.0;
     let plot_height = (ui.available_height() - table_height - 30.0).max(150.0);
     let resp = Plot::new("lab_plot")
         .height(plot_height)
@@ -596,6 +608,54 @@ pub fn lab_plot_ui(ui: &mut Ui, s: &mut LabSettings, state: &mut LabState) {
             ui.end_row();
         }
     });
+    energy_per_correct_ui(ui, points, &names);
+}
+
+/// Energy per correct answer: the sweep's energy over the problems it got right, per strategy
+/// and N, labelled measured or estimated (and derived where N is below the sampled pool).
+fn energy_per_correct_ui(ui: &mut Ui, points: &[SweepPoint], names: &[&str]) {
+    let measured = !points.is_empty() && points.iter().all(|p| p.energy_measured);
+    ui.label(
+        RichText::new(format!(
+            "Energy per correct answer, J ({}):",
+            if measured { "measured" } else { "estimated" }
+        ))
+        .strong(),
+    )
+    .on_hover_text("Energy of the whole sweep for a strategy and N, divided by the answers it got right. Costs below the largest N are derived from the pool's samples, not measured; \"–\": no answer was right.");
+    let mut ns: Vec<usize> = points.iter().map(|p| p.n).collect();
+    ns.sort_unstable();
+    ns.dedup();
+    egui::Grid::new("energy_per_correct")
+        .striped(true)
+        .show(ui, |ui| {
+            ui.label("strategy");
+            for n in &ns {
+                ui.label(format!("N = {n}"));
+            }
+            ui.end_row();
+            for name in names {
+                ui.label(*name);
+                for &n in &ns {
+                    let cell = points
+                        .iter()
+                        .find(|p| p.strategy == *name && p.n == n)
+                        .map_or_else(String::new, |p| {
+                            p.energy_per_correct.map_or_else(
+                                || "–".to_owned(),
+                                |j| format!("{j:.1}{}", if p.cost_derived { "*" } else { "" }),
+                            )
+                        });
+                    ui.label(cell);
+                }
+                ui.end_row();
+            }
+        });
+    ui.label(
+        RichText::new("* derived from a subset of the largest N's samples")
+            .small()
+            .weak(),
+    );
 }
 
 /// The verification gap or the difficulty view, and the walls.
@@ -697,7 +757,7 @@ fn gap_plot_ui(
                     .fill_color(Color32::from_rgba_unmultiplied(230, 90, 90, 50)),
             );
         }
-        let series: [(&str, Color32, Box<dyn Fn(&SweepPoint) -> Option<f64>>); 5] = [
+        let series: [(&str, Color32, Box<Figure>); 5] = [
             ("pass@N", Color32::GRAY, Box::new(|p| Some(p.accuracy_pass))),
             (
                 "maj@N",

@@ -28,8 +28,8 @@ pub enum ModelSlot {
     Loading(PathBuf),
     /// Loaded, with a worker.
     Ready {
-        /// The model.
-        model: Arc<Model>,
+        /// The model; `None` when the worker runs on a server.
+        model: Option<Arc<Model>>,
         /// Its worker.
         worker: Worker,
     },

@@ -57,7 +57,8 @@ pub fn meters_ui(ui: &mut Ui, cost: &CostSnapshot, history: &SpeedHistory) {
     ui.horizontal_wrapped(|ui| {
         ui.spacing_mut().item_spacing.x = 14.0;
         meter(ui, "prompt", &cost.prompt_tokens_computed.to_string(), "Prompt tokens the model computed (prefill and inserted text).");
-        meter(ui, "reused", &cost.tokens_reused.to_string(), "Tokens whose keys and values came from the cache of a shared prefix instead of being recomputed.");
+        let reused = if cost.tokens_reused_unknown { "unknown".to_owned() } else { cost.tokens_reused.to_string() };
+        meter(ui, "reused", &reused, "Tokens whose keys and values came from the cache of a shared prefix instead of being recomputed.");
         meter(ui, "generated", &cost.generated_tokens.to_string(), "Tokens chosen by the sampler.");
         meter(ui, "passes", &cost.forward_passes.to_string(), "Forward passes this run took part in; batched passes shared with other branches or panes count once per run.");
         meter(ui, "time", &format!("{:.1} s", cost.wall_secs), "Wall time since the run started.");
@@ -70,9 +71,12 @@ pub fn meters_ui(ui: &mut Ui, cost: &CostSnapshot, history: &SpeedHistory) {
         })
         .response
         .on_hover_text("Generated tokens per second (average), with the recent rate as a sparkline.");
-        meter(ui, "FLOPs (est.)", &human(cost.flops), "Estimated floating-point operations: 2 per weight per token plus attention over the context.");
+        // A server reports neither FLOPs nor energy: no figure rather than a made-up 0.
+        let flops = if cost.flops == 0.0 && cost.generated_tokens > 0 { "unknown".to_owned() } else { human(cost.flops) };
+        meter(ui, "FLOPs (est.)", &flops, "Estimated floating-point operations: 2 per weight per token plus attention over the context.");
         let label = if cost.energy_measured { "energy (meas.)" } else { "energy (est.)" };
-        meter(ui, label, &format!("{:.1} J", cost.energy_joules), &cost.energy_source);
+        let energy = if cost.energy_source.starts_with("unknown") { "unknown".to_owned() } else { format!("{:.1} J", cost.energy_joules) };
+        meter(ui, label, &energy, &cost.energy_source);
         if cost.probed_nodes > 0 {
             meter(ui, "probe tok", &cost.probe_tokens.to_string(), &format!(
                 "Tokens the progress probes computed ({} cue, {} sampled) over {} nodes; each probe forks its node's cached prefix, so {} prefix tokens were reused, not recomputed. Not part of the strategy's figures.",
@@ -82,9 +86,16 @@ pub fn meters_ui(ui: &mut Ui, cost: &CostSnapshot, history: &SpeedHistory) {
                 cost.probe_tokens_reused
             ));
             meter(ui, "probe time", &format!("{:.1} s", cost.probe_secs), &format!(
-                "Wall time spent in probes (part of the run's time); their energy: {:.1} J, {}.",
-                cost.probe_energy_joules,
-                if cost.energy_measured { "measured" } else { "estimated" }
+                "Wall time spent in probes (part of the run's time); their energy: {}.",
+                if cost.energy_source.starts_with("unknown") {
+                    "unknown".to_owned()
+                } else {
+                    format!(
+                        "{:.1} J, {}",
+                        cost.probe_energy_joules,
+                        if cost.energy_measured { "measured" } else { "estimated" }
+                    )
+                }
             ));
         }
     });

@@ -2,6 +2,7 @@
 
 pub mod action;
 pub mod app;
+pub mod connect;
 pub mod controls;
 pub mod files;
 pub mod inspector;

@@ -3,6 +3,8 @@
 
 use eframe::egui::{self, Color32, RichText, Ui};
 
+use thinkscope_engine::device::DevicePref;
+
 use crate::ui::action::Action;
 use crate::ui::app::ThinkscopeApp;
 use crate::ui::files::{list_models, FileJob};
@@ -22,6 +24,7 @@ pub fn menu_ui(ui: &mut Ui, app: &mut ThinkscopeApp) -> Vec<Action> {
                 }
             };
             item(ui, "Open model…", Action::PickFile(FileJob::OpenModel));
+            item(ui, "Connect to server…", Action::OpenConnect);
             ui.menu_button("Models folder", |ui| {
                 let dir = &app.options().models_dir;
                 let models = list_models(dir);
@@ -86,6 +89,26 @@ pub fn menu_ui(ui: &mut Ui, app: &mut ThinkscopeApp) -> Vec<Action> {
                 &mut app.settings.follow,
                 "Keep the tree in view while it grows",
             );
+        });
+        ui.menu_button("Device", |ui| {
+            ui.label("Where the local model runs");
+            for d in DevicePref::ALL {
+                let help = match d {
+                    DevicePref::Auto => "A hardware GPU if there is one, else the CPU kernels",
+                    DevicePref::Cpu => "The CPU kernels",
+                    DevicePref::Gpu => {
+                        "The best GPU adapter, even a software one (slow: for checking only)"
+                    }
+                };
+                if ui
+                    .radio(app.settings.device == d, d.name())
+                    .on_hover_text(help)
+                    .clicked()
+                {
+                    out.push(Action::SetDevice(d));
+                    ui.close();
+                }
+            }
         });
         ui.menu_button("Help", |ui| {
             ui.label("Drag to pan, scroll to zoom, double-click a node to fold its subtree, click a node to inspect it.");
@@ -207,7 +230,21 @@ pub fn status_ui(ui: &mut Ui, slot: &ModelSlot) {
             ui.spinner();
             ui.label(format!("Loading {}", p.display()));
         }
-        ModelSlot::Ready { model, .. } => {
+        ModelSlot::Ready {
+            model: None,
+            worker,
+        } => {
+            ui.label(
+                RichText::new("•")
+                    .strong()
+                    .color(Color32::from_rgb(90, 200, 120)),
+            );
+            let info = worker.service().info();
+            ui.label(&info.device).on_hover_text(&info.kernels);
+        }
+        ModelSlot::Ready {
+            model: Some(model), ..
+        } => {
             ui.label(
                 RichText::new("•")
                     .strong()

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use thinkscope_engine::device::DevicePref;
 
+use crate::backend::BackendArgs;
+
 #[derive(Parser)]
 #[command(
     name = "thinkscope-cli",
@@ -71,6 +73,8 @@ pub enum Command {
         prompt: String,
         #[command(flatten)]
         model: ModelArg,
+        #[command(flatten)]
+        backend: BackendArgs,
         /// Most tokens to generate.
         #[arg(long, default_value_t = 256)]
         max_tokens: usize,
@@ -161,6 +165,8 @@ pub enum Command {
         probe_temperature: f32,
         #[command(flatten)]
         model: ModelArg,
+        #[command(flatten)]
+        backend: BackendArgs,
         /// Write the whole tree and the cost object to this JSON file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -222,6 +228,8 @@ pub enum Command {
         bins: usize,
         #[command(flatten)]
         model: ModelArg,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Write a copy of a model with its weight matrices re-quantized (e.g. a Q8_0 file for
     /// benchmarks).

@@ -4,6 +4,7 @@
 //! does with models and runs goes through the engine's frontend entry points.
 
 mod args;
+mod backend;
 mod bench;
 mod lab;
 mod model;
@@ -34,6 +35,17 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    // A panic on a worker or run thread is caught there and reported as that run's error; its
+    // default report (several lines of stderr) would break "one line per error". The main
+    // thread keeps the default report.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some("main") {
+            default_hook(info);
+        } else {
+            tracing::debug!("{info}");
+        }
+    }));
     let cli = Cli::parse();
     if let Err(err) = dispatch(cli) {
         eprintln!("error: {err:#}");
@@ -70,6 +82,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Generate {
             prompt,
             model,
+            backend,
             max_tokens,
             temperature,
             top_p,
@@ -91,6 +104,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             params.validate()?;
             if max_tokens == 0 {
                 bail!("--max-tokens must be at least 1");
+            }
+            if backend.is_remote() {
+                let service = backend.connect()?;
+                return backend::generate(&service, &prompt, params, max_tokens, raw, json);
             }
             let model = load_model(model.model.as_deref(), cli.device)?;
             let format = if raw {
@@ -166,6 +183,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             probe_tokens,
             probe_temperature,
             model,
+            backend,
             json,
         } => {
             let progress = progress.map(|probes| ProgressConfig {
@@ -186,8 +204,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 progress,
             }
             .config()?;
-            let model = load_model(model.model.as_deref(), cli.device)?;
-            run::run(model, config, json.as_deref())
+            let worker = if backend.is_remote() {
+                run::worker_over(backend::as_service(&backend.connect()?))?
+            } else {
+                run::local_worker(load_model(model.model.as_deref(), cli.device)?)?
+            };
+            run::run(&worker, config, json.as_deref())
         }
         Command::Strategies { json } => strategies::list(json),
         Command::Lab {
@@ -204,6 +226,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             svg,
             bins,
             model,
+            backend,
         } => {
             let source = match (set, generate) {
                 (Some(path), _) => ProblemSource::File(path),
@@ -221,15 +244,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             };
             config.validate()?;
             let results = results.unwrap_or_else(|| csv.with_extension("results.jsonl"));
-            let model = load_model(model.model.as_deref(), cli.device)?;
-            lab::lab(
-                &SweepEngine::local(model),
-                &config,
-                &results,
-                &csv,
-                svg.as_deref(),
-                bins,
-            )
+            let engine = if backend.is_remote() {
+                SweepEngine::service(backend::as_service(&backend.connect()?))
+            } else {
+                SweepEngine::local(load_model(model.model.as_deref(), cli.device)?)
+            };
+            lab::lab(&engine, &config, &results, &csv, svg.as_deref(), bins)
         }
         Command::Quantize { model, to, out } => {
             let target: thinkscope_engine::quantize::QuantType = to.parse()?;

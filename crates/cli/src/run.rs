@@ -9,6 +9,7 @@ use thinkscope_engine::answer::answers_match;
 use thinkscope_engine::events::{Event, RunId, RunOutcome};
 use thinkscope_engine::generate::PromptFormat;
 use thinkscope_engine::progress::{self, ProgressConfig};
+use thinkscope_engine::service::SequenceService;
 use thinkscope_engine::strategy::{KnobValue, Knobs, RunConfig, Strategy};
 use thinkscope_engine::view::{run_to_end, Watch};
 use thinkscope_engine::worker::{Worker, WorkerOptions};
@@ -92,11 +93,28 @@ impl RunArgs {
     }
 }
 
+/// A run manager over the in-process engine.
+pub fn local_worker(model: Arc<Model>) -> anyhow::Result<Worker> {
+    Ok(Worker::spawn(
+        model,
+        WorkerOptions::default(),
+        Arc::new(|| {}),
+    )?)
+}
+
+/// A run manager over any sequence service (a server, say).
+pub fn worker_over(service: Arc<dyn SequenceService>) -> anyhow::Result<Worker> {
+    Ok(Worker::with_service(
+        service,
+        WorkerOptions::default(),
+        Arc::new(|| {}),
+    )?)
+}
+
 /// Run `config` to its end, print what happened, and write `json_path` if given.
-pub fn run(model: Arc<Model>, config: RunConfig, json_path: Option<&Path>) -> anyhow::Result<()> {
-    let worker = Worker::spawn(model, WorkerOptions::default(), Arc::new(|| {}))?;
+pub fn run(worker: &Worker, config: RunConfig, json_path: Option<&Path>) -> anyhow::Result<()> {
     let view = run_to_end(
-        &worker,
+        worker,
         RunId(1),
         config.clone(),
         Watch::default(),
@@ -143,22 +161,33 @@ pub fn run(model: Arc<Model>, config: RunConfig, json_path: Option<&Path>) -> an
         "  prompt tokens computed  {:>12}",
         cost.prompt_tokens_computed
     );
-    println!("  tokens reused (cache)   {:>12}", cost.tokens_reused);
+    if cost.tokens_reused_unknown {
+        println!("  tokens reused (cache)        unknown (not reported by the server)");
+    } else {
+        println!("  tokens reused (cache)   {:>12}", cost.tokens_reused);
+    }
     println!("  generated tokens        {:>12}", cost.generated_tokens);
     println!("  forward passes          {:>12}", cost.forward_passes);
     println!("  wall time               {:>11.2}s", cost.wall_secs);
     println!("  generation speed        {:>8.1} tok/s", cost.tok_per_sec);
     println!("  FLOPs (estimated)       {:>12.3e}", cost.flops);
-    println!(
-        "  energy ({})  {:>9.1} J   [{}]",
-        if cost.energy_measured {
-            "measured "
-        } else {
-            "estimated"
-        },
-        cost.energy_joules,
-        cost.energy_source
-    );
+    if cost.energy_source.starts_with("unknown") {
+        println!(
+            "  energy                       unknown   [{}]",
+            cost.energy_source
+        );
+    } else {
+        println!(
+            "  energy ({})  {:>9.1} J   [{}]",
+            if cost.energy_measured {
+                "measured "
+            } else {
+                "estimated"
+            },
+            cost.energy_joules,
+            cost.energy_source
+        );
+    }
     if cost.probed_nodes > 0 {
         println!("probes (not in the figures above):");
         println!("  nodes probed            {:>12}", cost.probed_nodes);
@@ -170,15 +199,19 @@ pub fn run(model: Arc<Model>, config: RunConfig, json_path: Option<&Path>) -> an
         );
         println!("  probe tokens reused     {:>12}", cost.probe_tokens_reused);
         println!("  probe time              {:>11.2}s", cost.probe_secs);
-        println!(
-            "  probe energy ({})  {:>5.1} J",
-            if cost.energy_measured {
-                "measured "
-            } else {
-                "estimated"
-            },
-            cost.probe_energy_joules
-        );
+        if cost.energy_source.starts_with("unknown") {
+            println!("  probe energy                 unknown");
+        } else {
+            println!(
+                "  probe energy ({})  {:>5.1} J",
+                if cost.energy_measured {
+                    "measured "
+                } else {
+                    "estimated"
+                },
+                cost.probe_energy_joules
+            );
+        }
         print_progress(tree);
     }
     if let Some(path) = json_path {

@@ -190,3 +190,61 @@ fn bad_knobs_give_one_line_errors() {
     );
     assert!(run["cost"]["generated_tokens"].as_u64() > Some(0));
 }
+
+/// A strategy that crashes (a fault injected into the real binary) ends the run `Failed`: the
+/// command exits non-zero with one line naming the crash, whether it ran alone or in a sweep.
+#[test]
+fn a_crashing_strategy_exits_with_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("tiny.gguf");
+    write_tiny_model(&model, &TinySpec::llama()).expect("write");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_thinkscope-cli"))
+        .env("THINKSCOPE_FAULT", "strategy-panic")
+        .args([
+            "--device",
+            "cpu",
+            "run",
+            "--prompt",
+            "what is 1 + 1 ?",
+            "--model",
+        ])
+        .arg(&model)
+        .args(["--strategy", "self-consistency", "--max-tokens", "4"])
+        .output()
+        .expect("run thinkscope-cli");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("self-consistency strategy crashed") && stderr.contains("injected fault"),
+        "{stderr}"
+    );
+
+    let set = dir.path().join("set.jsonl");
+    std::fs::write(&set, "{\"question\": \"what is 1 + 1 ?\", \"answer\": 2}\n").expect("set");
+    let lab = std::process::Command::new(env!("CARGO_BIN_EXE_thinkscope-cli"))
+        .env("THINKSCOPE_FAULT", "strategy-panic")
+        .args(["--device", "cpu", "lab", "--model"])
+        .arg(&model)
+        .arg("--set")
+        .arg(&set)
+        .args([
+            "--strategies",
+            "greedy",
+            "--max-n",
+            "1",
+            "--max-tokens",
+            "4",
+            "--csv",
+        ])
+        .arg(dir.path().join("lab.csv"))
+        .output()
+        .expect("run thinkscope-cli lab");
+    let stderr = String::from_utf8_lossy(&lab.stderr);
+    assert!(!lab.status.success());
+    let last = stderr.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error:") && last.contains("crashed"),
+        "{stderr}"
+    );
+}

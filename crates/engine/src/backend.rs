@@ -134,6 +134,12 @@ pub trait ForwardBackend: Send + Sync {
         None
     }
 
+    /// How this device's energy is read or estimated; `None`: the CPU's meter (RAPL, else an
+    /// estimate per thread).
+    fn energy_meter(&self) -> Option<crate::cost::EnergyMeter> {
+        None
+    }
+
     /// Run one pass: perform `batch.copies`, write every new token's keys and values into its
     /// block slot, and return per item the logits rows it asked for (`Last`: one row, `All`: one
     /// per new token), each `vocab` long.

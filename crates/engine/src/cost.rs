@@ -1,6 +1,9 @@
 //! Cost meters: tokens, passes, time, FLOPs and energy, each labelled measured or estimated.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use thinkscope_gpu::power::GpuPower;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +17,9 @@ pub struct CostSnapshot {
     pub prompt_tokens_computed: u64,
     /// Tokens whose KV came from cache instead of being computed.
     pub tokens_reused: u64,
+    /// True when the service cannot say how many tokens it reused (a server that reports no
+    /// cached prompt tokens): show "unknown", not `tokens_reused`.
+    pub tokens_reused_unknown: bool,
     /// Tokens chosen by a sampler (plus inserted tokens, which are computed too).
     pub generated_tokens: u64,
     /// Forward passes this run took part in (shared batched passes count for each run in them).
@@ -85,6 +91,8 @@ pub enum EnergySource {
         /// Wrap-around ranges of each counter.
         ranges: Vec<u64>,
     },
+    /// The GPU's own counter or power reading (NVML, hwmon).
+    Gpu(Arc<GpuPower>),
     /// No counter: watts × busy seconds.
     Estimate {
         /// Assumed draw while the model computes.
@@ -105,6 +113,11 @@ pub struct EnergyMeter {
 pub const ESTIMATED_WATTS_PER_CPU_THREAD: f64 = 10.0;
 /// Assumed draw of a data-centre GPU under inference load.
 pub const ESTIMATED_GPU_WATTS: f64 = 300.0;
+/// Assumed draw of a desktop discrete GPU running memory-bound decode kernels (well under the
+/// 200–350 W board limits of current cards; the shaders leave the arithmetic units mostly idle).
+pub const ESTIMATED_DISCRETE_GPU_WATTS: f64 = 150.0;
+/// Assumed extra draw of an integrated GPU under load.
+pub const ESTIMATED_INTEGRATED_GPU_WATTS: f64 = 15.0;
 
 impl EnergyMeter {
     /// Use RAPL when readable, else an estimate for `threads` CPU threads (or a GPU).
@@ -133,9 +146,35 @@ impl EnergyMeter {
         }
     }
 
+    /// The GPU's own meter where the platform has one readable, else an estimate for a
+    /// discrete or integrated GPU.
+    pub fn for_gpu(power: Option<GpuPower>, discrete: bool) -> Self {
+        if let Some(p) = power {
+            return Self {
+                source: EnergySource::Gpu(Arc::new(p)),
+            };
+        }
+        let (watts, kind) = if discrete {
+            (ESTIMATED_DISCRETE_GPU_WATTS, "discrete")
+        } else {
+            (ESTIMATED_INTEGRATED_GPU_WATTS, "integrated")
+        };
+        Self {
+            source: EnergySource::Estimate {
+                watts,
+                description: format!(
+                    "estimated: {watts:.0} W {kind}-GPU draw × compute time (no NVML or hwmon counter readable)"
+                ),
+            },
+        }
+    }
+
     /// Whether figures are measured.
     pub fn measured(&self) -> bool {
-        matches!(self.source, EnergySource::Rapl { .. })
+        matches!(
+            self.source,
+            EnergySource::Rapl { .. } | EnergySource::Gpu(_)
+        )
     }
 
     /// How figures are obtained, in words.
@@ -145,6 +184,7 @@ impl EnergyMeter {
                 "measured: CPU package energy counters (RAPL, {} domain(s), whole package)",
                 files.len()
             ),
+            EnergySource::Gpu(p) => p.describe().to_owned(),
             EnergySource::Estimate { description, .. } => description.clone(),
         }
     }
@@ -155,6 +195,7 @@ impl EnergyMeter {
             EnergySource::Rapl { files, .. } => {
                 files.iter().map(|f| read_u64(f).unwrap_or(0)).sum()
             }
+            EnergySource::Gpu(p) => p.energy_micro_joules().unwrap_or(0),
             EnergySource::Estimate { .. } => 0,
         }
     }
@@ -172,6 +213,10 @@ impl EnergyMeter {
                 };
                 delta as f64 / 1e6
             }
+            EnergySource::Gpu(p) => match p.energy_micro_joules() {
+                Some(now) => now.saturating_sub(before) as f64 / 1e6,
+                None => p.watts().unwrap_or(0.0) * secs,
+            },
             EnergySource::Estimate { watts, .. } => watts * secs,
         }
     }

@@ -273,10 +273,11 @@ pub fn verify_existing(
 ) -> Result<bool> {
     let stamp = FileStamp::of(path).map_err(|e| EngineError::io(path, e))?;
     let sidecar = sidecar_path(path);
-    let cached = std::fs::read(&sidecar)
-        .ok()
-        .filter(|b| b.len() < 4096)
-        .and_then(|b| serde_json::from_slice::<Verified>(&b).ok());
+    let cached = File::open(&sidecar).ok().and_then(|f| {
+        let mut b = Vec::new();
+        f.take(4096).read_to_end(&mut b).ok()?;
+        serde_json::from_slice::<Verified>(&b).ok()
+    });
     if cached.is_some_and(|v| v.stamp == stamp && v.sha256 == src.sha256) {
         return Ok(true);
     }

@@ -7,9 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::Device;
-
-use crate::device::{self, DevicePref};
+use crate::device::DevicePref;
 use crate::error::Result;
 use crate::fetch::{self, FetchProgress};
 use crate::model::Model;
@@ -81,8 +79,7 @@ pub fn model_path(
 
 /// Load a model file onto the device `pref` asks for.
 pub fn load(path: &Path, pref: DevicePref) -> Result<Loaded> {
-    let (dev, device_note): (Device, Option<String>) = device::select(pref);
-    let model = Model::load(path, &dev)?;
+    let (model, device_note) = Model::load_pref(path, pref)?;
     Ok(Loaded {
         path: path.to_owned(),
         model: Arc::new(model),

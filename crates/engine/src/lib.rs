@@ -9,12 +9,15 @@ pub mod cost;
 pub mod device;
 pub mod error;
 pub mod events;
+pub mod fault;
 pub mod fetch;
 pub mod frontend;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod generate;
 pub mod kv;
 pub mod lab;
-pub mod local;
+pub(crate) mod local;
 pub mod model;
 pub mod progress;
 pub mod quantize;

@@ -120,7 +120,7 @@ impl GenUpdate {
 
 /// Options for [`LocalService::start`].
 #[derive(Clone, Debug)]
-pub struct LocalOptions {
+pub(crate) struct LocalOptions {
     /// KV cache budget in bytes.
     pub kv_budget_bytes: usize,
 }
@@ -134,7 +134,7 @@ impl Default for LocalOptions {
 }
 
 /// The in-process sequence service over a loaded model.
-pub struct LocalService {
+pub(crate) struct LocalService {
     info: ServiceInfo,
     model: Arc<Model>,
     jobs: Sender<Job>,
@@ -143,9 +143,12 @@ pub struct LocalService {
 
 impl LocalService {
     /// Start the engine thread for `model`.
-    pub fn start(model: Arc<Model>, options: LocalOptions) -> Result<Self> {
+    pub(crate) fn start(model: Arc<Model>, options: LocalOptions) -> Result<Self> {
         let backend = model.backend().info();
-        let energy = EnergyMeter::detect(rayon::current_num_threads(), backend.gpu);
+        let energy = model
+            .backend()
+            .energy_meter()
+            .unwrap_or_else(|| EnergyMeter::detect(rayon::current_num_threads(), backend.gpu));
         let info = ServiceInfo {
             model: model.info.name.clone(),
             device: backend.device,
@@ -159,6 +162,7 @@ impl LocalService {
                 top_alternatives: TOKEN_ALTERNATIVES,
                 exact_entropy: true,
                 full_logprobs: true,
+                reuse_reported: true,
             },
         };
         // The first engine is made here, so a backend that cannot make one fails the start.
@@ -181,11 +185,6 @@ impl LocalService {
             jobs: tx,
             kv,
         })
-    }
-
-    /// The model it serves.
-    pub fn model(&self) -> &Arc<Model> {
-        &self.model
     }
 
     fn ask<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<Served<T>> {
@@ -759,6 +758,7 @@ impl EngineThread {
             }
         }
         if !steps.is_empty() {
+            crate::fault::point(crate::fault::Fault::EnginePanic);
             self.forward_steps(&steps, &owners);
         }
         for gi in stepping_gens {

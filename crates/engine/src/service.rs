@@ -283,6 +283,9 @@ pub struct Capabilities {
     pub exact_entropy: bool,
     /// Whether [`SequenceService::next_logprobs`] knows every token (not only the top ones).
     pub full_logprobs: bool,
+    /// Whether `tokens_reused` is reported (a server that reports no cached prompt tokens: the
+    /// meters show reuse as unknown, not as 0).
+    pub reuse_reported: bool,
 }
 
 /// What a user and a strategy need to know about a service.

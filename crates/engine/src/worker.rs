@@ -357,9 +357,12 @@ impl Manager {
                     run,
                     strategy: name.into(),
                 });
-                let result = catch_unwind(AssertUnwindSafe(|| match &manual {
-                    Some(m) => m.run(&mut ctx),
-                    None => config.strategy.run(&mut ctx),
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    crate::fault::point(crate::fault::Fault::StrategyPanic);
+                    match &manual {
+                        Some(m) => m.run(&mut ctx),
+                        None => config.strategy.run(&mut ctx),
+                    }
                 }))
                 .unwrap_or_else(|panic| {
                     Err(EngineError::Failed(format!(

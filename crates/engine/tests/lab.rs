@@ -142,7 +142,7 @@ fn random_samples(rng: &mut Rng, n: usize) -> Vec<SampleOutcome> {
             let correct = answer.as_deref().is_some_and(|a| normalize(a) == "7");
             // Scores on a coarse grid so that ties happen; some samples have none.
             let mean_logprob = (r >> 20 & 7 != 0).then(|| -(((r >> 24) % 4) as f32) * 0.25);
-            let verifier = (r >> 30 & 7 != 0).then(|| ((r >> 34) % 5) as f32 * 0.25);
+            let verifier = (r >> 30 & 7 != 0).then_some(((r >> 34) % 5) as f32 * 0.25);
             SampleOutcome {
                 answer,
                 correct,

@@ -397,3 +397,125 @@ fn the_new_scorers_are_in_the_registry() {
     });
     assert!(bad.validate().is_err(), "absurd probe length");
 }
+
+/// A service that reports no log-probabilities (as some OpenAI-compatible servers do): the
+/// tiny model's service with its capabilities turned down.
+struct NoLogprobs {
+    inner: Arc<dyn thinkscope_engine::service::SequenceService>,
+    info: thinkscope_engine::service::ServiceInfo,
+}
+
+mod no_logprobs {
+    use super::NoLogprobs;
+    use std::sync::Arc;
+    use thinkscope_engine::error::Result;
+    use thinkscope_engine::generate::PromptFormat;
+    use thinkscope_engine::model::sampling::TokenInfo;
+    use thinkscope_engine::model::template::Message;
+    use thinkscope_engine::service::{
+        Appended, BranchOutcome, GenerateRequest, Prefilled, RunControl, SeqId, SequenceService,
+        Served, ServiceInfo,
+    };
+
+    impl SequenceService for NoLogprobs {
+        fn info(&self) -> &ServiceInfo {
+            &self.info
+        }
+        fn prompt_ids(&self, m: &[Message], f: PromptFormat) -> Result<Vec<u32>> {
+            self.inner.prompt_ids(m, f)
+        }
+        fn render_chat(&self, m: &[Message]) -> Option<Result<String>> {
+            self.inner.render_chat(m)
+        }
+        fn encode(&self, text: &str) -> Result<Vec<u32>> {
+            self.inner.encode(text)
+        }
+        fn prefill(&self, run: &Arc<RunControl>, t: Vec<u32>) -> Result<Served<Prefilled>> {
+            self.inner.prefill(run, t)
+        }
+        fn fork(&self, run: &Arc<RunControl>, s: SeqId, n: usize) -> Result<Served<Vec<SeqId>>> {
+            self.inner.fork(run, s, n)
+        }
+        fn generate(
+            &self,
+            run: &Arc<RunControl>,
+            r: GenerateRequest,
+            on_token: &mut dyn FnMut(usize, TokenInfo),
+        ) -> Served<Result<Vec<BranchOutcome>>> {
+            self.inner.generate(run, r, on_token)
+        }
+        fn append(
+            &self,
+            run: &Arc<RunControl>,
+            items: Vec<(SeqId, Vec<u32>)>,
+        ) -> Result<Served<Vec<Appended>>> {
+            self.inner.append(run, items)
+        }
+        fn next_logprobs(
+            &self,
+            _run: &Arc<RunControl>,
+            _s: SeqId,
+            ids: &[u32],
+        ) -> Result<Served<Vec<Option<f32>>>> {
+            Ok(Served::free(vec![None; ids.len()]))
+        }
+        fn release(&self, seqs: &[SeqId]) {
+            self.inner.release(seqs)
+        }
+    }
+}
+
+/// On a service without log-probabilities the self-verifier refuses with a capability error
+/// (rather than scoring every sample 0.5), while progress probes, which only sample, still run.
+#[test]
+fn the_verifier_refuses_a_service_without_logprobs_and_probes_still_run() {
+    let (_dir, model) = model();
+    let local =
+        Worker::spawn(model.clone(), WorkerOptions::default(), Arc::new(|| {})).expect("worker");
+    let mut info = local.service().info().clone();
+    info.capabilities.top_alternatives = 0;
+    info.capabilities.full_logprobs = false;
+    let service = Arc::new(NoLogprobs {
+        inner: local.service().clone(),
+        info,
+    });
+    let worker =
+        Worker::with_service(service, WorkerOptions::default(), Arc::new(|| {})).expect("worker");
+    let watch = || Watch {
+        idle_timeout: Some(Duration::from_secs(120)),
+        ..Watch::default()
+    };
+    for name in ["weighted-vote", "best-of-n"] {
+        let mut c = config(name, samples(2), None);
+        if name == "best-of-n" {
+            c.strategy
+                .set(
+                    "scorer",
+                    thinkscope_engine::strategy::KnobValue::Text("self-verify".into()),
+                )
+                .expect("scorer");
+        }
+        let view = run_to_end(&worker, RunId(1), c, watch(), |_, _| {}).expect("ends");
+        assert_eq!(view.outcome, Some(RunOutcome::Failed), "{name}");
+        assert!(
+            view.error_line().contains("self-verifier") && view.error_line().contains("log-prob"),
+            "{name}: {}",
+            view.error_line()
+        );
+    }
+    let view = run_to_end(
+        &worker,
+        RunId(2),
+        config("self-consistency", samples(2), Some(PROBES)),
+        watch(),
+        |_, _| {},
+    )
+    .expect("ends");
+    assert_eq!(
+        view.outcome,
+        Some(RunOutcome::Completed),
+        "{:?}",
+        view.errors
+    );
+    assert!(view.tree.nodes.iter().any(|n| n.progress.is_some()));
+}

@@ -131,7 +131,7 @@ impl Source {
 /// One 32-element sub-block, decoded: unsigned codes, and per half (16 elements) a scale and a
 /// minimum. For formats with one scale per 32 both halves are equal.
 #[derive(Clone, Copy, Default)]
-pub struct Decoded {
+pub(crate) struct Decoded {
     pub codes: [u8; 32],
     pub d: [f32; 2],
     pub m: [f32; 2],
@@ -142,7 +142,7 @@ fn h(b: &[u8], at: usize) -> f32 {
 }
 
 /// Decode one GGML block (`source.block_bytes()` bytes) into `block_elems / 32` sub-blocks.
-pub fn decode(source: Source, b: &[u8], out: &mut [Decoded]) {
+pub(crate) fn decode(source: Source, b: &[u8], out: &mut [Decoded]) {
     match source {
         Source::Q4_0 | Source::Q4_1 => {
             let d = h(b, 0);

@@ -16,7 +16,14 @@ const U8: u8 = 2;
 ///
 /// # Safety
 /// `isa` must be supported by this CPU (as checked by [`super::available`]).
-pub unsafe fn tile(isa: Isa, t: &Tile<'_>, acts: &QuantActs, r0: usize, m: usize, out: &mut [f32]) {
+pub(crate) unsafe fn tile(
+    isa: Isa,
+    t: &Tile<'_>,
+    acts: &QuantActs,
+    r0: usize,
+    m: usize,
+    out: &mut [f32],
+) {
     let off = match t.min {
         Min::Offset(o) => o,
         Min::Stored => 0.0,

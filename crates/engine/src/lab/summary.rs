@@ -13,6 +13,8 @@ use super::records::{ProblemRecord, RunRecord, SampleRecord};
 use super::sweep::problem_seed;
 use crate::strategy::PoolRule;
 
+/// One figure of a sweep point (pass@N, maj@N, …), where it has one.
+type Figure = dyn Fn(&SweepPoint) -> Option<f64>;
 /// One row of a sweep's results: a strategy at a budget, averaged over the problems.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SweepPoint {
@@ -358,7 +360,7 @@ pub fn walls(points: &[SweepPoint], threshold: f64) -> Vec<Wall> {
         let pooled = rows.iter().any(|p| p.cost_derived);
         if pooled && !pool_done {
             pool_done = true;
-            let figures: [(&str, &dyn Fn(&SweepPoint) -> Option<f64>); 4] = [
+            let figures: [(&str, &Figure); 4] = [
                 ("pass@N", &|p| Some(p.accuracy_pass)),
                 ("maj@N", &|p| Some(p.accuracy_maj)),
                 ("weighted maj@N", &|p| p.accuracy_weighted_maj),

@@ -19,7 +19,7 @@ const ROW_BLOCK: usize = 16;
 const MIN_CHUNK: usize = 128;
 
 /// Head geometry of one layer.
-pub struct Heads {
+pub(super) struct Heads {
     pub n_head: usize,
     pub n_kv_head: usize,
     pub head_dim: usize,
@@ -42,7 +42,7 @@ struct Partial {
 /// Attention for every row: `q` and `out` are `[rows][n_head · head_dim]`; row `r` belongs to
 /// `caches[row_item[r]]` at position `row_pos[r]` (its own key/value already written).
 #[allow(clippy::too_many_arguments)]
-pub fn attention(
+pub(super) fn attention(
     caches: &[SeqView<'_>],
     layout: &KvLayout,
     layer: usize,

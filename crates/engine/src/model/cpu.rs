@@ -168,14 +168,14 @@ pub(crate) struct SeqView<'a> {
 impl SeqView<'_> {
     /// Key vector of (layer, head) at `pos`.
     #[inline]
-    pub fn key(&self, layout: &KvLayout, layer: usize, head: usize, pos: usize) -> &[f16] {
+    pub(super) fn key(&self, layout: &KvLayout, layer: usize, head: usize, pos: usize) -> &[f16] {
         let o = layout.offset(layer, 0, head, pos % BLOCK_TOKENS);
         &self.kv.blocks[self.table[pos / BLOCK_TOKENS] as usize][o..o + layout.head_dim]
     }
 
     /// Value vector of (layer, head) at `pos`.
     #[inline]
-    pub fn value(&self, layout: &KvLayout, layer: usize, head: usize, pos: usize) -> &[f16] {
+    pub(super) fn value(&self, layout: &KvLayout, layer: usize, head: usize, pos: usize) -> &[f16] {
         let o = layout.offset(layer, 1, head, pos % BLOCK_TOKENS);
         &self.kv.blocks[self.table[pos / BLOCK_TOKENS] as usize][o..o + layout.head_dim]
     }
@@ -604,7 +604,7 @@ impl CpuBackend {
     }
 
     /// Which kernels run the matmuls, for benchmarks and the UI.
-    pub fn kernel_summary(&self) -> String {
+    pub(super) fn kernel_summary(&self) -> String {
         let own = self
             .layers
             .iter()

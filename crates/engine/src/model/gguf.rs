@@ -32,8 +32,9 @@ pub const MAX_METADATA: u64 = 1 << 16;
 pub const MAX_KEY_LEN: u64 = 1 << 16;
 /// Longest string value (a chat template is the longest real one, tens of KiB).
 pub const MAX_STRING_LEN: u64 = 16 << 20;
-/// Most elements of one array (vocabularies and merge lists are the longest, under a million).
-pub const MAX_ARRAY_LEN: u64 = 1 << 24;
+/// Most elements of one array (vocabularies and merge lists are the longest, under a million;
+/// the tokenizer takes at most 2^22).
+pub const MAX_ARRAY_LEN: u64 = 1 << 22;
 /// Longest tensor name: ggml's `GGML_MAX_NAME` minus its terminating NUL.
 pub const MAX_TENSOR_NAME_LEN: u64 = 63;
 /// Most dimensions of a tensor (`GGML_MAX_DIMS`).
@@ -128,6 +129,16 @@ impl<R> GgufFile<R> {
     /// `general.alignment` (or the default): tensor data starts at multiples of it.
     pub fn alignment(&self) -> u64 {
         self.alignment
+    }
+
+    /// Where tensor data starts: the header's length, padded to the alignment.
+    pub fn data_offset(&self) -> u64 {
+        self.content.tensor_data_offset
+    }
+
+    /// A tensor's data offset as the header gives it (relative to [`Self::data_offset`]).
+    pub fn tensor_offset(&self, name: &str) -> Option<u64> {
+        self.content.tensor_infos.get(name).map(|t| t.offset)
     }
 
     /// Metadata keys in file order.
@@ -430,6 +441,27 @@ impl Kind {
             Self::U64 | Self::I64 | Self::F64 | Self::String => 8,
             Self::Array => 12,
         }
+    }
+}
+
+/// The ggml number of a tensor type (the inverse of [`ggml_dtype`]).
+pub fn ggml_type_number(dtype: GgmlDType) -> u32 {
+    match dtype {
+        GgmlDType::F32 => 0,
+        GgmlDType::F16 => 1,
+        GgmlDType::Q4_0 => 2,
+        GgmlDType::Q4_1 => 3,
+        GgmlDType::Q5_0 => 6,
+        GgmlDType::Q5_1 => 7,
+        GgmlDType::Q8_0 => 8,
+        GgmlDType::Q8_1 => 9,
+        GgmlDType::Q2K => 10,
+        GgmlDType::Q3K => 11,
+        GgmlDType::Q4K => 12,
+        GgmlDType::Q5K => 13,
+        GgmlDType::Q6K => 14,
+        GgmlDType::Q8K => 15,
+        GgmlDType::BF16 => 30,
     }
 }
 

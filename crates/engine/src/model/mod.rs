@@ -6,8 +6,9 @@ pub mod config;
 mod cpu;
 pub mod describe;
 pub mod gguf;
+mod gpu;
 pub mod math;
-pub mod rope;
+pub(crate) mod rope;
 pub mod sampling;
 pub mod template;
 pub mod thinking;
@@ -25,6 +26,7 @@ use self::thinking::ThinkingFormat;
 use self::tokenizer::Tokenizer;
 pub use crate::backend::LogitsWanted;
 use crate::backend::{ForwardBackend, KvLayout};
+use crate::device::{ComputeDevice, DevicePref};
 use crate::error::Result;
 
 /// What a user sees about a loaded model.
@@ -67,6 +69,36 @@ impl Model {
         Self::load_with(path, |gguf, config| {
             Ok(Box::new(cpu::CpuBackend::load(gguf, config, device)?))
         })
+    }
+
+    /// Load a GGUF file on `device`: the CPU kernels, or every weight on a GPU and the whole
+    /// forward pass in its shaders.
+    pub fn load_on(path: &Path, device: &ComputeDevice) -> Result<Self> {
+        match device {
+            ComputeDevice::Cpu => Self::load(path, &Device::Cpu),
+            ComputeDevice::Gpu(ctx) => Self::load_with(path, |gguf, config| {
+                Ok(Box::new(gpu::GpuBackend::load(gguf, config, ctx.clone())?))
+            }),
+        }
+    }
+
+    /// Choose a device for `pref` ([`crate::device::select`]) and load there. With `auto`, a
+    /// model the GPU cannot take (a weight format its kernels lack, too little GPU memory) loads
+    /// on the CPU instead. The note, when there is one, says why the CPU was used.
+    pub fn load_pref(path: &Path, pref: DevicePref) -> Result<(Self, Option<String>)> {
+        let sel = crate::device::select(pref)?;
+        match (&sel.device, pref) {
+            (ComputeDevice::Gpu(_), DevicePref::Auto) => match Self::load_on(path, &sel.device) {
+                Ok(m) => Ok((m, sel.note)),
+                Err(e) => {
+                    let note = format!(
+                        "the GPU could not run this model ({e}); running on the CPU kernels"
+                    );
+                    Ok((Self::load(path, &Device::Cpu)?, Some(note)))
+                }
+            },
+            _ => Ok((Self::load_on(path, &sel.device)?, sel.note)),
+        }
     }
 
     /// Load a GGUF file, letting `backend` read the weights it runs from the open file (after the

@@ -109,25 +109,7 @@ impl ChatTemplate {
         messages: &[Message],
         enable_thinking: Option<bool>,
     ) -> Result<String> {
-        let env = self
-            .env
-            .as_ref()
-            .map_err(|e| EngineError::Template(e.clone()))?;
-        let limit = MAX_OUTPUT_BYTES.saturating_add(
-            messages
-                .iter()
-                .map(|m| m.content.len() + m.role.len())
-                .sum::<usize>()
-                * 4,
-        );
-        let job = RenderJob {
-            env: env.clone(),
-            messages: messages.to_vec(),
-            bos: self.bos.clone(),
-            eos: self.eos.clone(),
-            enable_thinking,
-            limit,
-        };
+        let job = self.job(messages, enable_thinking)?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         std::thread::Builder::new()
             .name("thinkscope-template".into())
@@ -148,6 +130,34 @@ impl ChatTemplate {
                 "rendering stopped without a result (the template engine panicked)".into(),
             )),
         }
+    }
+
+    /// Render on the calling thread, with every bound but the deadline (for fuzzing, where a
+    /// slow input should be seen, not abandoned).
+    #[doc(hidden)]
+    pub fn render_here(&self, messages: &[Message]) -> Result<String> {
+        self.job(messages, None)?
+            .run()
+            .map_err(EngineError::Template)
+    }
+
+    fn job(&self, messages: &[Message], enable_thinking: Option<bool>) -> Result<RenderJob> {
+        let env = self
+            .env
+            .as_ref()
+            .map_err(|e| EngineError::Template(e.clone()))?;
+        let input: usize = messages
+            .iter()
+            .map(|m| m.content.len() + m.role.len())
+            .sum();
+        Ok(RenderJob {
+            env: env.clone(),
+            messages: messages.to_vec(),
+            bos: self.bos.clone(),
+            eos: self.eos.clone(),
+            enable_thinking,
+            limit: MAX_OUTPUT_BYTES.saturating_add(input.saturating_mul(4)),
+        })
     }
 }
 

@@ -82,6 +82,7 @@ impl Ctx {
         let cost = CostSnapshot {
             energy_source: info.energy_source.clone(),
             energy_measured: info.energy_measured,
+            tokens_reused_unknown: !info.capabilities.reuse_reported,
             ..CostSnapshot::default()
         };
         Self {
@@ -549,6 +550,15 @@ impl Ctx {
     /// Ask the model whether the answer on `b`'s path is correct; returns P(yes) / (P(yes) + P(no))
     /// and records the question as an evaluation node.
     pub fn verify(&mut self, b: &Branch) -> Result<f32> {
+        // P(yes) is read from the next-token distribution, never from sampled text: a service
+        // that reports no log-probabilities cannot verify, and says so instead of scoring 0.5.
+        let caps = &self.info().capabilities;
+        if caps.top_alternatives == 0 && !caps.full_logprobs {
+            return Err(EngineError::InvalidParameter(format!(
+                "the self-verifier reads P(\"yes\") from next-token log-probabilities, which {} does not report; choose another scorer",
+                self.info().device
+            )));
+        }
         let question = "Is the answer above correct? Reply with yes or no.";
         let suffix = match self.config.format {
             PromptFormat::Auto => {

@@ -60,7 +60,7 @@ pub(crate) struct Vocabulary {
 
 impl Vocabulary {
     /// Id of a piece.
-    pub fn id(&self, piece: &str) -> Option<usize> {
+    pub(crate) fn id(&self, piece: &str) -> Option<usize> {
         self.tokens.iter().position(|t| t == piece)
     }
 }

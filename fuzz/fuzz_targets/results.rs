@@ -1,0 +1,4 @@
+#![no_main]
+//! cargo-fuzz target: `thinkscope_engine::fuzz_targets::results`.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| thinkscope_engine::fuzz_targets::results(data));
