@@ -189,7 +189,7 @@ pub fn run(worker: &Worker, config: RunConfig, json_path: Option<&Path>) -> anyh
         );
     }
     if cost.probed_nodes > 0 {
-        println!("probes (not in the figures above):");
+        println!("probes (their tokens and energy are not in the figures above; their time is part of the wall time):");
         println!("  nodes probed            {:>12}", cost.probed_nodes);
         println!(
             "  probe tokens computed   {:>12}  ({} cue, {} sampled)",
