@@ -521,10 +521,16 @@ fn a_run_with_progress_shows_progress_on_nodes() {
     for _ in 0..3 {
         h.step();
     }
-    assert!(h.query_by_label(&line).is_some(), "inspector shows {line}");
-    assert!(h.query_by_label_contains("regret").is_some());
-    assert!(h.query_by_label("probe tok").is_some());
-    assert!(h.query_by_label(&cost.probe_tokens.to_string()).is_some());
+    assert!(
+        h.query_all_by_label(&line).next().is_some(),
+        "inspector shows {line}"
+    );
+    assert!(h.query_all_by_label_contains("regret").next().is_some());
+    assert!(h.query_all_by_label("probe tok").next().is_some());
+    assert!(h
+        .query_all_by_label(&cost.probe_tokens.to_string())
+        .next()
+        .is_some());
     // Colour by progress: a node with a Δp̂ is coloured by it, differently from one without.
     let groups = Default::default();
     let fill =
