@@ -208,8 +208,14 @@ fn progress_ui(ui: &mut Ui, tree: &Tree, selected: NodeId) {
     for (i, &(x, p)) in curve.iter().enumerate() {
         let next = curve.get(i + 1).map_or(end_tokens.max(x), |c| c.0);
         for xx in [x, next] {
-            xs.push(xx as f64);
-            ys.push(f64::from(p));
+            // A repeated point makes the line's tessellation blow up (a zero-length segment has
+            // no direction), so the step curve skips them.
+            let point = (xx as f64, f64::from(p));
+            if xs.last().copied() == Some(point.0) && ys.last().copied() == Some(point.1) {
+                continue;
+            }
+            xs.push(point.0);
+            ys.push(point.1);
         }
     }
     let tops = vec![f64::from(best); xs.len()];
