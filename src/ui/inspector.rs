@@ -246,7 +246,9 @@ fn progress_ui(ui: &mut Ui, tree: &Tree, selected: NodeId) {
             plot.line(
                 Line::new("p̂", PlotPoints::from(line))
                     .color(theme::CHOSEN)
-                    .width(2.0),
+                    .width(2.0)
+                    // A step curve repeats x at each step; egui_plot would draw those as a band.
+                    .allow_band(false),
             );
             plot.points(
                 Points::new("probe points", PlotPoints::from(marks))
