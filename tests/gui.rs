@@ -330,6 +330,7 @@ fn synthetic_session(app: &ThinkscopeApp) -> thinkscope::ui::state::SessionFile 
         energy_joules: 50.0,
         energy_measured: false,
         energy_source: "estimated: 10 W x 2 CPU threads".into(),
+        ..CostSnapshot::default()
     };
     session
 }
@@ -383,6 +384,49 @@ fn lab_sweep_draws_curves() {
         .iter()
         .any(|p| p.strategy == "self-consistency" && p.n == 4));
     assert!(points.iter().all(|p| (0.0..=1.0).contains(&p.accuracy)));
+    // The verifier strategies come from the registry: the weighted vote and best-of-N by
+    // P(yes) judge the same verified pool, so every pool point carries both figures.
+    for name in ["weighted-vote", "best-of-n:scorer=self-verify"] {
+        assert!(
+            points.iter().any(|p| p.strategy == name && p.n == 4),
+            "{name}"
+        );
+    }
+    for p in points.iter().filter(|p| p.cost_derived || p.n == 4) {
+        if p.strategy == "greedy" {
+            continue;
+        }
+        assert!(
+            p.accuracy_weighted_maj.is_some() && p.accuracy_verifier.is_some(),
+            "{}",
+            p.strategy
+        );
+        assert!(p.accuracy_pass >= p.accuracy_maj - 1e-9);
+    }
+    // The gap and difficulty views draw from the same results.
+    assert!(!h.state().lab.results.levels.is_empty());
+    assert!(h.state().lab.results.pool.is_some());
+    h.get_by_label("Verification gap").click();
+    for _ in 0..3 {
+        h.step();
+    }
+    h.get_by_label("By difficulty").click();
+    for _ in 0..3 {
+        h.step();
+    }
+    assert!(h
+        .query_by_label_contains("Where the curves flatten")
+        .is_some());
+    h.get_by_label("Accuracy vs compute").click();
+    for _ in 0..3 {
+        h.step();
+    }
+    assert!(
+        h.query_by_label_contains("Energy per correct answer, J (estimated")
+            .is_some()
+            || h.query_by_label_contains("Energy per correct answer, J (measured")
+                .is_some()
+    );
     for _ in 0..3 {
         h.step();
     }
@@ -410,6 +454,120 @@ fn a_broken_model_file_keeps_the_loaded_model() {
         matches!(a.panes[0].status, PaneStatus::Done(_))
     });
     assert!(h.state().panes[0].run.tree.nodes.len() >= 2);
+}
+
+/// Progress probes from the controls: the checkbox and the K / length sliders reach the run;
+/// every probed node's p̂ is the share of its own probes that matched; the inspector shows the
+/// selected node's figure labelled "consensus progress" without a known answer and plain
+/// "progress" with one; the meters count probe tokens apart.
+#[test]
+fn a_run_with_progress_shows_progress_on_nodes() {
+    use thinkscope::ui::state::ColorBy;
+    use thinkscope::ui::tree_view::draw::{node_fill, progress_line};
+    use thinkscope_engine::progress::ProgressBasis;
+    use thinkscope_engine::tree::NodeKind;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = harness(dir.path());
+    ready(&mut h);
+    h.state_mut().settings.prompt = "What is 2 + 3?".into();
+    h.state_mut().settings.panes[0].strategy = "self-consistency".into();
+    h.state_mut().settings.panes[0]
+        .set_knob("n", KnobValue::Int(2))
+        .expect("2 samples");
+    h.state_mut().settings.panes[0].max_tokens = 12;
+    h.step();
+    h.get_by_label("Progress probes (MRT)").click();
+    h.step();
+    assert!(h.state().settings.panes[0].progress);
+    h.get_by_role_and_label(Role::Slider, "Probes K")
+        .set_value_accesskit(3.0);
+    h.step();
+    h.get_by_role_and_label(Role::Slider, "Probe length")
+        .set_value_accesskit(5.0);
+    h.step();
+    assert_eq!(h.state().settings.panes[0].progress_probes, 3);
+    assert_eq!(h.state().settings.panes[0].probe_tokens, 5);
+
+    let run = |h: &mut Harness<'static, ThinkscopeApp>| {
+        h.get_by_label("Run").click();
+        h.step();
+        wait_for(h, "the probed run", |a| {
+            matches!(a.panes[0].status, PaneStatus::Done(_))
+        });
+    };
+    run(&mut h);
+
+    let tree = h.state().panes[0].run.tree.clone();
+    let probed: Vec<_> = tree.nodes.iter().filter(|n| n.progress.is_some()).collect();
+    // The prompt and both samples.
+    assert!(probed.len() >= 3, "{} probed nodes", probed.len());
+    for n in &probed {
+        let p = n.progress.as_ref().expect("progress");
+        assert_eq!(p.probes.len(), 3);
+        assert!(p.probes.iter().all(|q| q.tokens <= 5));
+        let matched = p.probes.iter().filter(|q| q.matched).count() as f32 / 3.0;
+        assert!((p.p_hat - matched).abs() < 1e-6);
+        assert_eq!(p.basis, ProgressBasis::Consensus);
+    }
+    let cost = h.state().panes[0].run.cost.clone();
+    assert_eq!(cost.probed_nodes as usize, probed.len());
+    assert!(cost.probe_tokens > 0);
+
+    // Select a sample: the inspector shows its progress, labelled as consensus progress, and
+    // the chosen path's regret; the meters show the probe tokens.
+    let sample = probed
+        .iter()
+        .find(|n| n.kind == NodeKind::Generated)
+        .expect("a probed sample");
+    let line = progress_line(sample.progress.as_ref().expect("progress"));
+    assert!(line.contains("consensus progress"), "{line}");
+    h.state_mut().panes[0].selected = Some(sample.id);
+    h.state_mut().settings.color_by = ColorBy::Progress;
+    for _ in 0..3 {
+        h.step();
+    }
+    assert!(
+        h.query_all_by_label(&line).next().is_some(),
+        "inspector shows {line}"
+    );
+    assert!(h.query_all_by_label_contains("regret").next().is_some());
+    assert!(h.query_all_by_label("probe tok").next().is_some());
+    assert!(h
+        .query_all_by_label(&cost.probe_tokens.to_string())
+        .next()
+        .is_some());
+    // Colour by progress: a node with a Δp̂ is coloured by it, differently from one without.
+    let groups = Default::default();
+    let fill =
+        |n: &thinkscope_engine::tree::Node| node_fill(n, ColorBy::Progress, (0.0, 1.0), &groups);
+    if let Some(d) = tree.nodes.iter().find(|n| {
+        n.progress
+            .as_ref()
+            .is_some_and(|p| p.delta.is_some_and(|d| d.abs() > 0.3))
+    }) {
+        let unprobed = tree
+            .nodes
+            .iter()
+            .find(|n| n.progress.is_none() && n.kind == NodeKind::Generated);
+        if let Some(u) = unprobed {
+            assert_ne!(fill(d), fill(u));
+        }
+    }
+
+    // With a known answer the same run is scored against it, and not called consensus.
+    h.state_mut().settings.expected_answer = "5".into();
+    h.step();
+    run(&mut h);
+    let tree = &h.state().panes[0].run.tree;
+    let p = tree
+        .nodes
+        .iter()
+        .find_map(|n| n.progress.as_ref())
+        .expect("probed");
+    assert_eq!(p.basis, ProgressBasis::Expected);
+    assert_eq!(p.reference.as_deref(), Some("5"));
+    assert!(!progress_line(p).contains("consensus"));
 }
 
 #[test]
@@ -819,6 +977,7 @@ fn a_session_saved_by_the_cli_opens_and_runs_again() {
         budget_tokens: None,
         expected_answer: None,
         thinking: None,
+        progress: None,
     };
     let view = run_to_end(
         &worker,

@@ -328,6 +328,7 @@ mod tests {
                 scores: Scores::default(),
                 answer: None,
                 segments: Vec::new(),
+                progress: None,
             }],
             ..Tree::default()
         };

@@ -31,6 +31,16 @@ pub fn controls_ui(
             .hint_text("Ask something that needs thought…"),
     )
     .on_hover_text("The question every pane answers. Ctrl+Enter runs.");
+    ui.horizontal(|ui| {
+        let label = ui.label("Known answer");
+        ui.add(
+            egui::TextEdit::singleline(&mut settings.expected_answer)
+                .desired_width(f32::INFINITY)
+                .hint_text("optional"),
+        )
+        .labelled_by(label.id)
+        .on_hover_text("If you know the answer, progress probes are scored against it (p̂ estimates correctness) and the exact scorer can check it. Without it, probes are scored against the run's most common answer: consensus progress.");
+    });
     if settings.teaching_note {
         ui.add_space(4.0);
         egui::Frame::group(ui.style()).show(ui, |ui| {
@@ -58,6 +68,24 @@ pub fn controls_ui(
     ui.add_space(4.0);
     knobs_ui(ui, s);
     sampling_ui(ui, s);
+    progress_ui(ui, s);
+}
+
+/// The run-level progress-probe setting (every strategy honours it).
+fn progress_ui(ui: &mut Ui, s: &mut PaneSettings) {
+    ui.separator();
+    ui.checkbox(&mut s.progress, "Progress probes (MRT)")
+        .on_hover_text("At the end of every step node (and after the prompt), append \"Time is up. The final answer is\" and sample K short answers from forks of the node's cached prefix. p̂ is the share that match the known answer, or the run's most common answer (consensus progress); Δp̂ is the change from the parent. Colour nodes by Progress to see it. Probes cost tokens of their own, shown apart in the meters.");
+    ui.add_enabled(
+        s.progress,
+        egui::Slider::new(&mut s.progress_probes, 1..=32).text("Probes K"),
+    )
+    .on_hover_text("Forced-answer continuations per node (MRT samples 8 at temperature 0.7).");
+    ui.add_enabled(
+        s.progress,
+        egui::Slider::new(&mut s.probe_tokens, 4..=64).text("Probe length"),
+    )
+    .on_hover_text("The most tokens in one probe's answer.");
 }
 
 fn strategy_ui(ui: &mut Ui, s: &mut PaneSettings) {

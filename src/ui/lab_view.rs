@@ -1,4 +1,6 @@
-//! The scaling lab view: accuracy against test-time compute, one curve per strategy.
+//! The scaling lab view: accuracy against test-time compute, one curve per strategy; the
+//! verification gap (pass@N against the rules that pick an answer, the gap shaded); the same per
+//! difficulty level; and where each curve flattens.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -6,16 +8,36 @@ use std::sync::Arc;
 
 use crossbeam_channel::{unbounded, Receiver};
 use eframe::egui::{self, Color32, RichText, Ui};
-use egui_plot::{HLine, HoverPosition, Legend, Line, LineStyle, Plot, PlotPoints, Points};
+use egui_plot::{
+    FilledArea, HLine, HoverPosition, Legend, Line, LineStyle, Plot, PlotPoints, Points,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::ui::theme;
-use thinkscope_engine::lab::sweep::run_sweep;
+use thinkscope_engine::lab::sweep::{format_walls, run_sweep, SweepMode};
 use thinkscope_engine::lab::{
-    summarize, write_csv, GeneratorKind, GeneratorSpec, ProblemSet, SweepConfig, SweepEngine,
-    SweepPoint, SweepProgress,
+    difficulty_bins, summarize, summarize_problems, walls, write_csv, DifficultyBin, GeneratorKind,
+    GeneratorSpec, ProblemSet, SweepConfig, SweepEngine, SweepPoint, SweepProgress, Wall,
 };
 use thinkscope_engine::model::thinking::ThinkingFormat;
+
+/// A doubling of N that gains less than this counts as flat.
+const WALL_GAIN: f64 = 0.02;
+
+/// One figure of a sweep point (pass@N, maj@N, …), where it has one.
+type Figure = dyn Fn(&SweepPoint) -> Option<f64>;
+
+/// Which chart the lab shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LabPlot {
+    /// Accuracy against compute, one curve per strategy.
+    #[default]
+    Curves,
+    /// pass@N against maj@N, the weighted vote and best-of-N, the gap shaded.
+    Gap,
+    /// The gap chart once per difficulty level.
+    Difficulty,
+}
 
 /// Which compute measure the x-axis shows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +87,16 @@ pub struct LabSettings {
     pub self_consistency: bool,
     /// Best-of-N by the model's confidence.
     pub best_of_n: bool,
+    /// Best-of-N by the self-verifier's P(yes).
+    pub verifier_best_of_n: bool,
+    /// The verifier-weighted vote (weighted best-of-N).
+    pub weighted_vote: bool,
+    /// Beam search that keeps the branches whose progress probes gained most (one run per N).
+    pub beam_progress: bool,
+    /// Which chart is shown.
+    pub plot: LabPlot,
+    /// Difficulty levels.
+    pub bins: usize,
     /// Largest N.
     pub max_n: usize,
     /// Tokens per sample.
@@ -87,6 +119,11 @@ impl Default for LabSettings {
             greedy: true,
             self_consistency: true,
             best_of_n: true,
+            verifier_best_of_n: true,
+            weighted_vote: true,
+            beam_progress: false,
+            plot: LabPlot::Curves,
+            bins: 4,
             max_n: 8,
             max_tokens: 96,
             seed: 1,
@@ -102,8 +139,52 @@ enum Msg {
         total: usize,
         current: String,
     },
-    /// The points, and a note on the pairs that failed.
-    Finished(Result<(Vec<SweepPoint>, Option<String>), String>),
+    Finished(Result<LabResults, String>),
+}
+
+/// What a finished sweep shows.
+#[derive(Default)]
+pub struct LabResults {
+    /// The curves' points.
+    pub points: Vec<SweepPoint>,
+    /// Difficulty levels with their points.
+    pub levels: Vec<(DifficultyBin, Vec<SweepPoint>)>,
+    /// Where the curves flatten.
+    pub walls: Vec<Wall>,
+    /// The first pool strategy (whose samples the gap chart shows).
+    pub pool: Option<String>,
+    /// A note on the pairs that failed and were left out, if any did.
+    pub note: Option<String>,
+}
+
+impl LabResults {
+    fn new(
+        config: &SweepConfig,
+        records: &[thinkscope_engine::lab::ProblemRecord],
+        bins: usize,
+    ) -> Self {
+        let points = summarize(config, records);
+        let levels = difficulty_bins(config, records, bins)
+            .into_iter()
+            .map(|b| {
+                let p = summarize_problems(config, records, |i| b.problems.contains(&i));
+                (b, p)
+            })
+            .collect();
+        let pool = config
+            .lab_strategies()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|s| matches!(s.mode, SweepMode::Pool { .. }))
+            .map(|s| s.label);
+        Self {
+            walls: walls(&points, WALL_GAIN),
+            points,
+            levels,
+            pool,
+            note: None,
+        }
+    }
 }
 
 /// A running or finished sweep.
@@ -116,6 +197,8 @@ pub struct LabState {
     current: String,
     /// The curves' points.
     pub points: Vec<SweepPoint>,
+    /// Everything else the sweep showed.
+    pub results: LabResults,
     error: Option<String>,
     plot_rect: Option<egui::Rect>,
 }
@@ -151,9 +234,10 @@ impl LabState {
             self.rx = None;
             self.cancel = None;
             match r {
-                Ok((points, failures)) => {
-                    self.points = points;
-                    self.error = failures;
+                Ok(results) => {
+                    self.points = results.points.clone();
+                    self.error = results.note.clone();
+                    self.results = results;
                 }
                 Err(e) => self.error = Some(e),
             }
@@ -200,6 +284,15 @@ impl LabState {
         if s.best_of_n {
             strategies.push("best-of-n".to_owned());
         }
+        if s.verifier_best_of_n {
+            strategies.push("best-of-n:scorer=self-verify".to_owned());
+        }
+        if s.weighted_vote {
+            strategies.push("weighted-vote".to_owned());
+        }
+        if s.beam_progress {
+            strategies.push("beam:scorer=progress".to_owned());
+        }
         if strategies.is_empty() {
             self.error = Some("choose at least one strategy".into());
             return;
@@ -220,6 +313,7 @@ impl LabState {
         let (tx, rx) = unbounded();
         let cancel = Arc::new(AtomicBool::new(false));
         let flag = cancel.clone();
+        let bins = s.bins.max(1);
         let spawned = std::thread::Builder::new()
             .name("thinkscope-lab".into())
             .spawn(move || {
@@ -262,13 +356,14 @@ impl LabState {
                 };
                 let result = run_sweep(&engine, &config, &results, &flag, &mut on_progress)
                     .map(|outcome| {
-                        let note = outcome.failed.first().map(|first| {
+                        let mut results = LabResults::new(&config, &outcome.records, bins);
+                        results.note = outcome.failed.first().map(|first| {
                             format!(
                                 "{} run(s) failed and were left out of the curves; start the sweep again to retry them. First: {first}",
                                 outcome.failed.len()
                             )
                         });
-                        (summarize(&config, &outcome.records), note)
+                        results
                     })
                     .map_err(|e| format!("{e}"));
                 let _ = tx.send(Msg::Finished(result));
@@ -335,6 +430,16 @@ pub fn lab_controls_ui(
     ui.checkbox(&mut s.self_consistency, "Self-consistency (maj@N)");
     ui.checkbox(&mut s.best_of_n, "Best-of-N (model's confidence)");
     crate::ui::controls::thinking_switch_ui(ui, &mut s.thinking, thinking);
+    ui.checkbox(&mut s.verifier_best_of_n, "Best-of-N by verifier (P(yes))")
+        .on_hover_text("The model is asked whether each sample's answer is correct; the sample it trusts most wins.");
+    ui.checkbox(&mut s.weighted_vote, "Verifier-weighted vote")
+        .on_hover_text(
+        "Snell et al.'s weighted best-of-N: each answer scores the summed P(yes) of its samples.",
+    );
+    ui.checkbox(&mut s.beam_progress, "Beam by progress (Δp̂)")
+        .on_hover_text("Beam search that keeps the partial solutions whose forced-answer probes agree most with the run's consensus. One run per N, and every step is probed: slow.");
+    ui.add(egui::Slider::new(&mut s.bins, 1..=8).text("Difficulty levels"))
+        .on_hover_text("Problems binned by the pool's pass@1 (Snell et al. use 5), easiest first.");
     let mut exp = (s.max_n.max(1) as f64).log2().round() as u32;
     ui.add(
         egui::Slider::new(&mut exp, 0..=6)
@@ -390,6 +495,17 @@ pub fn lab_controls_ui(
 /// The plot and the marginal-gain table (central panel).
 pub fn lab_plot_ui(ui: &mut Ui, s: &mut LabSettings, state: &mut LabState) {
     ui.horizontal(|ui| {
+        ui.selectable_value(&mut s.plot, LabPlot::Curves, "Accuracy vs compute");
+        ui.selectable_value(&mut s.plot, LabPlot::Gap, "Verification gap")
+            .on_hover_text("pass@N (some sample right) against the rules that pick one answer");
+        ui.selectable_value(&mut s.plot, LabPlot::Difficulty, "By difficulty")
+            .on_hover_text("The gap chart per level of problem difficulty (pass@1 bins)");
+    });
+    if s.plot != LabPlot::Curves && !state.points.is_empty() {
+        gap_views_ui(ui, s.plot, state);
+        return;
+    }
+    ui.horizontal(|ui| {
         ui.label("Compute on the x-axis:");
         for x in [XAxis::Tokens, XAxis::Seconds, XAxis::Joules] {
             ui.selectable_value(&mut s.x_axis, x, x.label());
@@ -415,7 +531,8 @@ pub fn lab_plot_ui(ui: &mut Ui, s: &mut LabSettings, state: &mut LabState) {
     } else {
         "estimated"
     };
-    let table_height = 26.0 + 20.0 * names.len() as f32;
+    // Two tables below the plot: the marginal gains and the energy per correct answer.
+    let table_height = 2.0 * (26.0 + 20.0 * names.len() as f32) + 40.0;
     let plot_height = (ui.available_height() - table_height - 30.0).max(150.0);
     let resp = Plot::new("lab_plot")
         .height(plot_height)
@@ -521,6 +638,213 @@ pub fn lab_plot_ui(ui: &mut Ui, s: &mut LabSettings, state: &mut LabState) {
             ui.end_row();
         }
     });
+    energy_per_correct_ui(ui, points, &names);
+}
+
+/// Energy per correct answer: the sweep's energy over the problems it got right, per strategy
+/// and N, labelled measured or estimated (and derived where N is below the sampled pool).
+fn energy_per_correct_ui(ui: &mut Ui, points: &[SweepPoint], names: &[&str]) {
+    let measured = !points.is_empty() && points.iter().all(|p| p.energy_measured);
+    ui.label(
+        RichText::new(format!(
+            "Energy per correct answer, J ({}):",
+            if measured { "measured" } else { "estimated" }
+        ))
+        .strong(),
+    )
+    .on_hover_text("Energy of the whole sweep for a strategy and N, divided by the answers it got right. Costs below the largest N are derived from the pool's samples, not measured; \"–\": no answer was right.");
+    let mut ns: Vec<usize> = points.iter().map(|p| p.n).collect();
+    ns.sort_unstable();
+    ns.dedup();
+    egui::Grid::new("energy_per_correct")
+        .striped(true)
+        .show(ui, |ui| {
+            ui.label("strategy");
+            for n in &ns {
+                ui.label(format!("N = {n}"));
+            }
+            ui.end_row();
+            for name in names {
+                ui.label(*name);
+                for &n in &ns {
+                    let cell = points
+                        .iter()
+                        .find(|p| p.strategy == *name && p.n == n)
+                        .map_or_else(String::new, |p| {
+                            p.energy_per_correct.map_or_else(
+                                || "–".to_owned(),
+                                |j| format!("{j:.1}{}", if p.cost_derived { "*" } else { "" }),
+                            )
+                        });
+                    ui.label(cell);
+                }
+                ui.end_row();
+            }
+        });
+    ui.label(
+        RichText::new("* derived from a subset of the largest N's samples")
+            .small()
+            .weak(),
+    );
+}
+
+/// The verification gap or the difficulty view, and the walls.
+fn gap_views_ui(ui: &mut Ui, plot: LabPlot, state: &mut LabState) {
+    let r = &state.results;
+    let Some(pool) = r.pool.clone() else {
+        ui.label(RichText::new("The gap needs a sampled pool: tick self-consistency, best-of-N or the weighted vote.").weak());
+        return;
+    };
+    let notes = 30.0 + 18.0 * r.walls.len() as f32;
+    let height = (ui.available_height() - notes).max(160.0);
+    if plot == LabPlot::Gap {
+        let resp = gap_plot_ui(ui, "lab_gap", &r.points, &pool, height, true);
+        state.plot_rect = Some(resp);
+    } else if r.levels.is_empty() {
+        ui.label(RichText::new("No difficulty levels: the sweep has no pool to bin by.").weak());
+    } else {
+        let levels = &r.levels;
+        let rect = ui.columns(levels.len(), |cols| {
+            let mut rect: Option<egui::Rect> = None;
+            for (i, (bin, points)) in levels.iter().enumerate() {
+                cols[i].label(RichText::new(bin.label()).small().strong());
+                let h = height - 24.0;
+                let r = gap_plot_ui(
+                    &mut cols[i],
+                    &format!("lab_level_{i}"),
+                    points,
+                    &pool,
+                    h,
+                    i == 0,
+                );
+                rect = Some(rect.map_or(r, |a| a.union(r)));
+            }
+            rect
+        });
+        state.plot_rect = rect;
+    }
+    ui.label(
+        RichText::new("Where the curves flatten (a doubling of N gains under 2 points):").strong(),
+    );
+    ui.label(RichText::new(format_walls(&r.walls, WALL_GAIN)).small());
+}
+
+/// One gap chart: x = log2 N; the area between pass@N and the best picking rule shaded.
+fn gap_plot_ui(
+    ui: &mut Ui,
+    id: &str,
+    points: &[SweepPoint],
+    pool: &str,
+    height: f32,
+    legend: bool,
+) -> egui::Rect {
+    let mut rows: Vec<&SweepPoint> = points.iter().filter(|p| p.strategy == pool).collect();
+    rows.sort_by_key(|p| p.n);
+    let x: Vec<f64> = rows.iter().map(|p| (p.n.max(1) as f64).log2()).collect();
+    let picked: Vec<f64> = rows
+        .iter()
+        .map(|p| {
+            [
+                Some(p.accuracy_maj),
+                Some(p.accuracy_best_of_n),
+                p.accuracy_weighted_maj,
+                p.accuracy_verifier,
+            ]
+            .into_iter()
+            .flatten()
+            .fold(0.0, f64::max)
+        })
+        .collect();
+    let pass: Vec<f64> = rows.iter().map(|p| p.accuracy_pass).collect();
+    let baselines: Vec<(String, f64)> = {
+        let mut names: Vec<&str> = points.iter().map(|p| p.strategy.as_str()).collect();
+        names.dedup();
+        names
+            .into_iter()
+            .filter(|n| *n == "greedy" || *n == "system1")
+            .filter_map(|n| {
+                points
+                    .iter()
+                    .find(|p| p.strategy == n)
+                    .map(|p| (n.to_owned(), p.accuracy))
+            })
+            .collect()
+    };
+    let mut plot = Plot::new(id.to_owned())
+        .height(height)
+        .include_y(0.0)
+        .include_y(1.0)
+        .x_axis_label("samples N")
+        .y_axis_label("accuracy")
+        .x_axis_formatter(|m, _| format!("{}", 2f64.powf(m.value).round()));
+    if legend {
+        plot = plot.legend(Legend::default());
+    }
+    let resp = plot.show(ui, |plot| {
+        if x.len() > 1 {
+            plot.add(
+                FilledArea::new("verification gap", &x, &picked, &pass)
+                    .fill_color(Color32::from_rgba_unmultiplied(230, 90, 90, 50)),
+            );
+        }
+        let series: [(&str, Color32, Box<Figure>); 5] = [
+            ("pass@N", Color32::GRAY, Box::new(|p| Some(p.accuracy_pass))),
+            (
+                "maj@N",
+                theme::category(0),
+                Box::new(|p| Some(p.accuracy_maj)),
+            ),
+            (
+                "weighted maj@N",
+                theme::category(2),
+                Box::new(|p| p.accuracy_weighted_maj),
+            ),
+            (
+                "best-of-N by verifier",
+                theme::category(4),
+                Box::new(|p| p.accuracy_verifier),
+            ),
+            (
+                "best-of-N by confidence",
+                theme::category(1),
+                Box::new(|p| Some(p.accuracy_best_of_n)),
+            ),
+        ];
+        for (name, color, f) in series {
+            let pts: Option<Vec<[f64; 2]>> = rows
+                .iter()
+                .zip(&x)
+                .map(|(p, &xx)| f(p).map(|v| [xx, v]))
+                .collect();
+            let Some(pts) = pts.filter(|p| !p.is_empty()) else {
+                continue;
+            };
+            let style = if name == "pass@N" {
+                LineStyle::dotted_dense()
+            } else {
+                LineStyle::Solid
+            };
+            plot.line(
+                Line::new(name, PlotPoints::from(pts.clone()))
+                    .color(color)
+                    .width(2.0)
+                    .style(style),
+            );
+            plot.points(
+                Points::new(name, PlotPoints::from(pts))
+                    .color(color)
+                    .radius(3.0),
+            );
+        }
+        for (i, (name, a)) in baselines.iter().enumerate() {
+            plot.hline(
+                HLine::new(format!("{name} (System 1 baseline)"), *a)
+                    .color(theme::category(5 + i))
+                    .style(LineStyle::dashed_loose()),
+            );
+        }
+    });
+    resp.response.rect
 }
 
 /// Write the curves' points as CSV.

@@ -77,6 +77,27 @@ pub fn meters_ui(ui: &mut Ui, cost: &CostSnapshot, history: &SpeedHistory) {
         let label = if cost.energy_measured { "energy (meas.)" } else { "energy (est.)" };
         let energy = if cost.energy_source.starts_with("unknown") { "unknown".to_owned() } else { format!("{:.1} J", cost.energy_joules) };
         meter(ui, label, &energy, &cost.energy_source);
+        if cost.probed_nodes > 0 {
+            meter(ui, "probe tok", &cost.probe_tokens.to_string(), &format!(
+                "Tokens the progress probes computed ({} cue, {} sampled) over {} nodes; each probe forks its node's cached prefix, so {} prefix tokens were reused, not recomputed. Not part of the strategy's figures.",
+                cost.probe_cue_tokens,
+                cost.probe_tokens - cost.probe_cue_tokens,
+                cost.probed_nodes,
+                cost.probe_tokens_reused
+            ));
+            meter(ui, "probe time", &format!("{:.1} s", cost.probe_secs), &format!(
+                "Wall time spent in probes (part of the run's time); their energy: {}.",
+                if cost.energy_source.starts_with("unknown") {
+                    "unknown".to_owned()
+                } else {
+                    format!(
+                        "{:.1} J, {}",
+                        cost.probe_energy_joules,
+                        if cost.energy_measured { "measured" } else { "estimated" }
+                    )
+                }
+            ));
+        }
     });
 }
 

@@ -111,7 +111,9 @@ impl ThinkscopeApp {
     }
 
     fn run_pane(&mut self, i: usize) {
-        let config = match self.settings.panes[i].run_config(&self.settings.prompt) {
+        let config = match self.settings.panes[i]
+            .run_config_with(&self.settings.prompt, Some(&self.settings.expected_answer))
+        {
             Ok(c) => c,
             Err(e) => {
                 self.notify(format!("Pane {}: {e}", pane_letter(i)), true);

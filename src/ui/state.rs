@@ -24,11 +24,19 @@ pub enum ColorBy {
     Score,
     /// Which answer the node's path reached.
     VoteGroup,
+    /// Δp̂: how much the node's progress probes gained or lost against its parent's.
+    Progress,
 }
 
 impl ColorBy {
     /// All choices, for menus.
-    pub const ALL: [ColorBy; 4] = [Self::Logprob, Self::Entropy, Self::Score, Self::VoteGroup];
+    pub const ALL: [ColorBy; 5] = [
+        Self::Logprob,
+        Self::Entropy,
+        Self::Score,
+        Self::VoteGroup,
+        Self::Progress,
+    ];
 
     /// Menu label.
     pub fn label(self) -> &'static str {
@@ -37,6 +45,7 @@ impl ColorBy {
             Self::Entropy => "Entropy",
             Self::Score => "Score",
             Self::VoteGroup => "Vote group",
+            Self::Progress => "Progress (Δp̂)",
         }
     }
 }
@@ -47,6 +56,8 @@ impl ColorBy {
 pub struct Settings {
     /// The prompt being explored.
     pub prompt: String,
+    /// Its known answer, if the user gave one (empty: none).
+    pub expected_answer: String,
     /// One to four panes.
     pub panes: Vec<PaneSettings>,
     /// Node colouring.
@@ -83,6 +94,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             prompt: "A farmer has 17 sheep. All but 9 run away. How many sheep are left?".into(),
+            expected_answer: String::new(),
             panes: vec![PaneSettings::default()],
             color_by: ColorBy::default(),
             model_path: None,
@@ -259,6 +271,7 @@ mod tests {
             scores: Scores::default(),
             answer: None,
             segments: Vec::new(),
+            progress: None,
         }
     }
 

@@ -26,6 +26,17 @@ pub fn red_green(t: f32) -> Color32 {
     ramp(&stops, t)
 }
 
+/// Map t in [0, 1] to red → grey → green: a loss, no change, a gain (t = 0.5 is no change).
+pub fn diverging(t: f32) -> Color32 {
+    let t = t.clamp(0.0, 1.0);
+    let stops = [
+        (0.0, [220.0, 70.0, 70.0]),
+        (0.5, [128.0, 128.0, 136.0]),
+        (1.0, [70.0, 190.0, 110.0]),
+    ];
+    ramp(&stops, t)
+}
+
 /// Map t in [0, 1] to a blue → purple → orange ramp (for entropy: calm to uncertain).
 pub fn calm_hot(t: f32) -> Color32 {
     let t = t.clamp(0.0, 1.0);

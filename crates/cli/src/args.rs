@@ -180,6 +180,17 @@ pub enum Command {
         /// confused with --thinking, budget forcing's token budget.
         #[arg(long, value_enum, default_value_t = ThinkingMode::Auto)]
         thinking_mode: ThinkingMode,
+        /// Progress probes: K forced-answer continuations from the end of every step node (and
+        /// the prompt), scored against --expected or else the run's consensus answer; the JSON
+        /// gains `progress` on each probed node and `probe_tokens` in the cost (MRT uses K = 8).
+        #[arg(long, value_name = "K")]
+        progress: Option<usize>,
+        /// Most tokens in one probe's answer.
+        #[arg(long, default_value_t = 16)]
+        probe_tokens: usize,
+        /// Sampling temperature of the probes.
+        #[arg(long, default_value_t = 0.7)]
+        probe_temperature: f32,
         #[command(flatten)]
         model: ModelArg,
         #[command(flatten)]
@@ -213,7 +224,8 @@ pub enum Command {
         /// Built-in problems instead: arithmetic:N[:D] or word:N[:D] (D: difficulty 1..3).
         #[arg(long)]
         generate: Option<String>,
-        /// Strategies, comma-separated (see `strategies`).
+        /// Strategies, comma-separated (see `strategies`); set knobs after colons, e.g.
+        /// `beam:scorer=progress` or `best-of-n:scorer=self-verify` (each spec is its own curve).
         #[arg(long, value_delimiter = ',', default_value = "greedy,self-consistency")]
         strategies: Vec<String>,
         /// Largest budget N (1..64); the sweep reports N = 1, 2, 4, … up to it.
@@ -241,9 +253,15 @@ pub enum Command {
         /// Results file to append to and resume from (default: next to the CSV, *.results.jsonl).
         #[arg(long)]
         results: Option<PathBuf>,
-        /// Also draw the accuracy-vs-tokens curves to this SVG file.
+        /// Also draw the accuracy-vs-tokens curves to this SVG file; with a sampled pool, the
+        /// verification gap and the difficulty view go beside it (FILE.gap.svg,
+        /// FILE.difficulty.svg).
         #[arg(long)]
         svg: Option<PathBuf>,
+        /// Difficulty levels: problems binned by the pool's pass@1 (Snell et al. use 5), or by
+        /// greedy success without a pool; per-level figures go to CSV.difficulty.csv.
+        #[arg(long, default_value_t = 4)]
+        bins: usize,
         #[command(flatten)]
         model: ModelArg,
         #[command(flatten)]

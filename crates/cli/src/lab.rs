@@ -1,4 +1,5 @@
-//! `thinkscope-cli lab`: a sweep of strategies × budgets, with a progress bar, a table, CSV and SVG.
+//! `thinkscope-cli lab`: a sweep of strategies × budgets, with a progress bar, a table, CSV and SVG;
+//! with a sampled pool also the verification gap, the difficulty view and where the curves flatten.
 
 use std::path::Path;
 
@@ -6,8 +7,14 @@ use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 use thinkscope_engine::events::Event;
 use thinkscope_engine::lab::plot;
-use thinkscope_engine::lab::sweep::{format_table, run_sweep, summarize, write_csv, SweepConfig};
+use thinkscope_engine::lab::sweep::{
+    difficulty_bins, difficulty_csv, format_table, format_walls, run_sweep, summarize,
+    summarize_problems, walls, write_csv, write_text, SweepConfig, SweepMode,
+};
 use thinkscope_engine::lab::{SweepEngine, SweepProgress};
+
+/// A doubling that gains less than this (two accuracy points) counts as flat.
+const WALL_GAIN: f64 = 0.02;
 
 pub fn lab(
     engine: &SweepEngine,
@@ -15,6 +22,7 @@ pub fn lab(
     results: &Path,
     csv: &Path,
     svg: Option<&Path>,
+    bins: usize,
 ) -> anyhow::Result<()> {
     eprintln!(
         "lab: {} problems ({}) × {} × N up to {}; results in {}",
@@ -117,6 +125,32 @@ pub fn lab(
     }
     println!("csv: {}", csv.display());
     let failed = outcome.failed.len();
+    let flat = walls(&points, WALL_GAIN);
+    if !flat.is_empty() {
+        println!(
+            "where the curves flatten (a doubling of N gains under {:.0} points):",
+            WALL_GAIN * 100.0
+        );
+        print!("{}", format_walls(&flat, WALL_GAIN));
+    }
+    // The difficulty view: the same figures per level of problem difficulty.
+    let levels: Vec<_> = difficulty_bins(config, &outcome.records, bins)
+        .into_iter()
+        .map(|bin| {
+            let points =
+                summarize_problems(config, &outcome.records, |p| bin.problems.contains(&p));
+            (bin, points)
+        })
+        .collect();
+    if !levels.is_empty() {
+        let path = csv.with_extension("difficulty.csv");
+        write_text(&difficulty_csv(&levels), &path)?;
+        println!("difficulty levels:");
+        for (bin, _) in &levels {
+            println!("  {}", bin.label());
+        }
+        println!("difficulty csv: {}", path.display());
+    }
     if let Some(svg) = svg {
         let title = format!("{}: {}", engine.model_name(), config.problems.name);
         let note = format!(
@@ -125,6 +159,41 @@ pub fn lab(
         );
         plot::write_svg(&points, &title, &note, svg)?;
         println!("svg: {}", svg.display());
+        let pool = config
+            .lab_strategies()?
+            .into_iter()
+            .find(|s| matches!(s.mode, SweepMode::Pool { .. }));
+        if let Some(pool) = pool {
+            let gap = svg.with_extension("gap.svg");
+            let note = format!(
+                "{} samples per problem from {}, subsets for smaller N; shaded: some sample right, no rule picked it",
+                config.max_n, pool.label
+            );
+            write_text(
+                &plot::render_gap_svg(
+                    &points,
+                    &pool.label,
+                    &format!("{title}: the verification gap"),
+                    &note,
+                ),
+                &gap,
+            )?;
+            println!("gap svg: {}", gap.display());
+            if !levels.is_empty() {
+                let path = svg.with_extension("difficulty.svg");
+                let note = "problems binned by the pool's pass@1, easiest first (Snell et al. 2024); each panel as in the gap chart";
+                write_text(
+                    &plot::render_difficulty_svg(
+                        &levels,
+                        &pool.label,
+                        &format!("{title}: by difficulty"),
+                        note,
+                    ),
+                    &path,
+                )?;
+                println!("difficulty svg: {}", path.display());
+            }
+        }
     }
     if let Some(first) = outcome.failed.first() {
         // The rest of the sweep finished and is written; a rerun retries only the failed pairs.

@@ -21,6 +21,7 @@ use thinkscope_engine::generate::{self, PromptFormat};
 use thinkscope_engine::lab::problems::ProblemSource;
 use thinkscope_engine::lab::sweep::SweepConfig;
 use thinkscope_engine::lab::SweepEngine;
+use thinkscope_engine::progress::ProgressConfig;
 use thinkscope_engine::sequences::DEFAULT_KV_BUDGET_BYTES;
 use thinkscope_engine::{Engine, SamplingParams};
 
@@ -179,11 +180,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             expected,
             raw,
             thinking_mode,
+            progress,
+            probe_tokens,
+            probe_temperature,
             model,
             backend,
             json,
             save_session,
         } => {
+            let progress = progress.map(|probes| ProgressConfig {
+                probes,
+                probe_tokens,
+                temperature: probe_temperature,
+            });
             let config = run::RunArgs {
                 strategy: run::strategy(&strategy, budget)?,
                 prompt,
@@ -195,6 +204,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 expected,
                 raw,
                 thinking: thinking_mode.setting(),
+                progress,
             }
             .config()?;
             let worker = if backend.is_remote() {
@@ -218,6 +228,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             csv,
             results,
             svg,
+            bins,
             model,
             backend,
         } => {
@@ -243,7 +254,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             } else {
                 SweepEngine::local(load_model(model.model.as_deref(), cli.device)?)
             };
-            lab::lab(&engine, &config, &results, &csv, svg.as_deref())
+            lab::lab(&engine, &config, &results, &csv, svg.as_deref(), bins)
         }
         Command::Quantize { model, to, out } => {
             let target: thinkscope_engine::quantize::QuantType = to.parse()?;

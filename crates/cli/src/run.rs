@@ -8,6 +8,7 @@ use serde_json::json;
 use thinkscope_engine::answer::answers_match;
 use thinkscope_engine::events::{Event, RunId, RunOutcome};
 use thinkscope_engine::generate::PromptFormat;
+use thinkscope_engine::progress::{self, ProgressConfig};
 use thinkscope_engine::service::SequenceService;
 use thinkscope_engine::session::SessionFile;
 use thinkscope_engine::strategy::{KnobValue, Knobs, RunConfig, Strategy};
@@ -66,6 +67,7 @@ pub struct RunArgs {
     pub expected: Option<String>,
     pub raw: bool,
     pub thinking: Option<bool>,
+    pub progress: Option<ProgressConfig>,
 }
 
 impl RunArgs {
@@ -87,6 +89,7 @@ impl RunArgs {
             budget_tokens: if budget_forcing { None } else { self.budget },
             expected_answer: self.expected,
             thinking: self.thinking,
+            progress: self.progress,
         };
         config.validate()?;
         Ok(config)
@@ -204,6 +207,32 @@ pub fn run(
             cost.energy_source
         );
     }
+    if cost.probed_nodes > 0 {
+        println!("probes (their tokens and energy are not in the figures above; their time is part of the wall time):");
+        println!("  nodes probed            {:>12}", cost.probed_nodes);
+        println!(
+            "  probe tokens computed   {:>12}  ({} cue, {} sampled)",
+            cost.probe_tokens,
+            cost.probe_cue_tokens,
+            cost.probe_tokens - cost.probe_cue_tokens
+        );
+        println!("  probe tokens reused     {:>12}", cost.probe_tokens_reused);
+        println!("  probe time              {:>11.2}s", cost.probe_secs);
+        if cost.energy_source.starts_with("unknown") {
+            println!("  probe energy                 unknown");
+        } else {
+            println!(
+                "  probe energy ({})  {:>5.1} J",
+                if cost.energy_measured {
+                    "measured "
+                } else {
+                    "estimated"
+                },
+                cost.probe_energy_joules
+            );
+        }
+        print_progress(tree);
+    }
     if let Some(path) = json_path {
         let out = json!({
             "config": config,
@@ -217,4 +246,57 @@ pub fn run(
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The progress of the chosen path (or, without one, of every probed node), one line per node.
+fn print_progress(tree: &thinkscope_engine::tree::Tree) {
+    let ids: Vec<_> = match tree.chosen {
+        Some(c) => tree.path(c),
+        None => tree.nodes.iter().map(|n| n.id).collect(),
+    };
+    let mut basis = None;
+    let mut lines = Vec::new();
+    for id in ids {
+        let n = &tree.nodes[id];
+        let Some(p) = &n.progress else { continue };
+        basis = Some((p.basis, p.reference.clone()));
+        lines.push(format!(
+            "  [{id}] {:<16} at {:>4} tokens  p̂ {:.2}{}",
+            n.label,
+            p.at_tokens,
+            p.p_hat,
+            p.delta
+                .map_or_else(String::new, |d| format!("  Δp̂ {d:+.2}")),
+        ));
+    }
+    let Some((basis, reference)) = basis else {
+        return;
+    };
+    println!(
+        "{} along the {}, vs {}:",
+        basis.short(),
+        if tree.chosen.is_some() {
+            "chosen path"
+        } else {
+            "tree"
+        },
+        reference.as_deref().unwrap_or("(no answer)")
+    );
+    for l in lines {
+        println!("{l}");
+    }
+    if let Some(c) = tree.chosen {
+        let curve = progress::path_curve(tree, c);
+        let end = tree.path_tokens(c).len();
+        if let Some(best) = progress::best_p_hat(tree).filter(|_| end > 0) {
+            let area = progress::regret(&curve, best, end);
+            println!(
+                "  regret against the best p̂ of the run ({best:.2}): {area:.1} token·probability ({:.2} per token)",
+                area / end as f64
+            );
+        }
+    }
+    if basis == progress::ProgressBasis::Consensus {
+        println!("  ({})", basis.label());
+    }
 }

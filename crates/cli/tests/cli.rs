@@ -354,3 +354,128 @@ fn run_saves_a_session_the_app_format_reads() {
         "{stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Progress probes and the verifier scorers from the command line.
+
+/// `run --progress K` puts `progress` on every probed node of the JSON tree (p̂ the share of its
+/// K probes that matched, consensus-labelled without --expected) and `probe_tokens` in the
+/// cost; with --expected the basis is the known answer.
+#[test]
+fn run_with_progress_writes_progress_on_nodes_and_probe_costs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("tiny.gguf");
+    write_tiny_model(&model, &TinySpec::llama()).expect("write");
+    let run = |json: &std::path::Path, extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_thinkscope-cli"))
+            .args(["--device", "cpu", "run", "--model"])
+            .arg(&model)
+            .args(["--strategy", "self-consistency", "--samples", "2"])
+            .args([
+                "--max-tokens",
+                "8",
+                "--seed",
+                "1",
+                "--prompt",
+                "what is 2 + 3 ?",
+            ])
+            .args(["--progress", "3", "--probe-tokens", "4", "--json"])
+            .arg(json)
+            .args(extra)
+            .output()
+            .expect("run thinkscope-cli");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(json).expect("json")).expect("parse");
+        (v, String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (v, stdout) = run(&dir.path().join("a.json"), &[]);
+    assert!(stdout.contains("consensus progress"), "{stdout}");
+    let nodes = v["tree"]["nodes"].as_array().expect("nodes");
+    let probed: Vec<&serde_json::Value> =
+        nodes.iter().filter(|n| !n["progress"].is_null()).collect();
+    // The prompt and both samples.
+    assert!(probed.len() >= 3, "{} probed", probed.len());
+    let mut probe_tokens = 0;
+    for n in &probed {
+        let p = &n["progress"];
+        let probes = p["probes"].as_array().expect("probes");
+        assert_eq!(probes.len(), 3);
+        let matched = probes.iter().filter(|q| q["matched"] == true).count();
+        let p_hat = p["p_hat"].as_f64().expect("p_hat");
+        assert!((p_hat - matched as f64 / 3.0).abs() < 1e-6);
+        assert_eq!(p["basis"], "consensus");
+        probe_tokens += p["cue_tokens"].as_u64().expect("cue")
+            + probes
+                .iter()
+                .map(|q| q["tokens"].as_u64().expect("tokens"))
+                .sum::<u64>();
+    }
+    let cost = &v["cost"];
+    assert_eq!(cost["probed_nodes"].as_u64(), Some(probed.len() as u64));
+    // Every probe token counted is one of the probes' own (an end token is sampled but not
+    // in a probe's text, so the meter may count a few more).
+    assert!(cost["probe_tokens"].as_u64().expect("probe_tokens") >= probe_tokens);
+
+    let (v, _) = run(&dir.path().join("b.json"), &["--expected", "5"]);
+    let p = v["tree"]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| !n["progress"].is_null())
+        .map(|n| n["progress"].clone())
+        .expect("a probed node");
+    assert_eq!(p["basis"], "expected");
+    assert_eq!(p["reference"], "5");
+}
+
+/// The lab takes the verifier scorers and progress-scored beam as strategy specs: the weighted
+/// vote and best-of-N by P(yes) get their own rows, and the pool's figures carry them.
+#[test]
+fn lab_takes_the_verifier_and_progress_scorers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("tiny.gguf");
+    write_tiny_model(&model, &TinySpec::llama()).expect("write");
+    let csv = dir.path().join("lab.csv");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_thinkscope-cli"))
+        .args(["--device", "cpu", "lab", "--model"])
+        .arg(&model)
+        .args(["--generate", "arithmetic:2", "--max-n", "2", "--max-tokens", "4"])
+        .args([
+            "--strategies",
+            "self-consistency,weighted-vote,best-of-n:scorer=self-verify,beam:scorer=progress:depth=1:step_tokens=4",
+        ])
+        .arg("--csv")
+        .arg(&csv)
+        .output()
+        .expect("run thinkscope-cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&csv).expect("csv");
+    let header: Vec<&str> = text.lines().next().expect("header").split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).expect(name);
+    let (wmaj, ver) = (col("accuracy_weighted_maj"), col("accuracy_verifier"));
+    for name in ["weighted-vote,", "best-of-n:scorer=self-verify,", "beam:"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{text}"
+        );
+    }
+    for line in text
+        .lines()
+        .skip(1)
+        .filter(|l| l.starts_with("weighted-vote,"))
+    {
+        let cells: Vec<&str> = line.split(',').collect();
+        let w: f64 = cells[wmaj].parse().expect("weighted maj@N");
+        let v: f64 = cells[ver].parse().expect("verifier");
+        assert!((0.0..=1.0).contains(&w) && (0.0..=1.0).contains(&v));
+    }
+}

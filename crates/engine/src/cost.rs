@@ -36,6 +36,26 @@ pub struct CostSnapshot {
     pub energy_measured: bool,
     /// How the energy figure was obtained.
     pub energy_source: String,
+    /// Prompt-side tokens the self-verifier computed (its question), part of
+    /// `prompt_tokens_computed`.
+    pub verify_tokens: u64,
+    /// Tokens the progress probes computed: each node's cue once, plus every probe's sampled
+    /// answer. Not part of the counters above, which are the strategy's own work.
+    pub probe_tokens: u64,
+    /// Of `probe_tokens`, the cue tokens (the rest were sampled).
+    pub probe_cue_tokens: u64,
+    /// Tokens the probes' forks took from the cache instead of recomputing them (every probe
+    /// starts from its node's cached prefix).
+    pub probe_tokens_reused: u64,
+    /// Nodes probed.
+    pub probed_nodes: u64,
+    /// Wall time spent in probes (part of `wall_secs`).
+    pub probe_secs: f64,
+    /// Estimated floating-point operations of the probes (not part of `flops`).
+    pub probe_flops: f64,
+    /// Energy of the probes' forward passes, measured or estimated like `energy_joules` (not
+    /// part of it).
+    pub probe_energy_joules: f64,
 }
 
 impl CostSnapshot {

@@ -102,6 +102,15 @@ pub enum Event {
         /// The answer extracted from its path.
         answer: Option<String>,
     },
+    /// A node's progress probes were scored (or rescored against the run's final consensus).
+    NodeProgress {
+        /// The run.
+        run: RunId,
+        /// The node.
+        node: NodeId,
+        /// Its progress estimate.
+        progress: crate::progress::Progress,
+    },
     /// A node was abandoned.
     NodePruned {
         /// The run.
@@ -156,6 +165,7 @@ impl Event {
             | Event::NodeScored { run, .. }
             | Event::NodeFinished { run, .. }
             | Event::NodePruned { run, .. }
+            | Event::NodeProgress { run, .. }
             | Event::AnswerChosen { run, .. }
             | Event::Cost { run, .. }
             | Event::RunFinished { run, .. } => Some(*run),

@@ -19,6 +19,7 @@ pub mod kv;
 pub mod lab;
 pub mod local;
 pub mod model;
+pub mod progress;
 pub mod quantize;
 pub mod sequences;
 pub mod service;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::atomic;
 use crate::cost::CostSnapshot;
 use crate::error::{EngineError, Result};
+use crate::progress::{ProgressConfig, MAX_PROBES, MAX_PROBE_TOKENS};
 use crate::strategy::{registry, KnobValue, Knobs, Params, RunConfig, Strategy};
 use crate::tree::Tree;
 
@@ -42,6 +43,12 @@ pub struct PaneSettings {
     /// Thinking on or off for a thinking model whose template has the switch; `None` keeps
     /// the template's default.
     pub thinking: Option<bool>,
+    /// Probe every step node for MRT-style progress.
+    pub progress: bool,
+    /// K: forced-answer probes per node.
+    pub progress_probes: usize,
+    /// Most tokens in one probe's answer.
+    pub probe_tokens: usize,
 }
 
 impl Default for PaneSettings {
@@ -56,6 +63,9 @@ impl Default for PaneSettings {
             budget: 2048,
             seed: 0,
             thinking: None,
+            progress: false,
+            progress_probes: ProgressConfig::default().probes,
+            probe_tokens: ProgressConfig::default().probe_tokens,
         };
         // The app's usual starting point: four samples, three steps deep.
         let _ = s.apply_roles(&Knobs {
@@ -122,6 +132,12 @@ impl PaneSettings {
 
     /// The run configuration these settings describe.
     pub fn run_config(&self, prompt: &str) -> Result<RunConfig> {
+        self.run_config_with(prompt, None)
+    }
+
+    /// The run configuration for `prompt` with its known answer, if the user gave one (probes
+    /// are then scored against it instead of the run's consensus).
+    pub fn run_config_with(&self, prompt: &str, expected: Option<&str>) -> Result<RunConfig> {
         let config = RunConfig {
             prompt: prompt.to_owned(),
             format: Default::default(),
@@ -131,8 +147,16 @@ impl PaneSettings {
             seed: self.seed,
             max_tokens: self.max_tokens,
             budget_tokens: self.use_budget.then_some(self.budget),
-            expected_answer: None,
+            expected_answer: expected
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(str::to_owned),
             thinking: self.thinking,
+            progress: self.progress.then(|| ProgressConfig {
+                probes: self.progress_probes,
+                probe_tokens: self.probe_tokens,
+                ..ProgressConfig::default()
+            }),
         };
         config.validate()?;
         Ok(config)
@@ -197,6 +221,15 @@ impl PaneSettings {
                 .unwrap_or(PaneSettings::default().budget),
             seed: config.seed,
             thinking: config.thinking,
+            progress: config.progress.is_some(),
+            progress_probes: config
+                .progress
+                .as_ref()
+                .map_or(ProgressConfig::default().probes, |p| p.probes),
+            probe_tokens: config
+                .progress
+                .as_ref()
+                .map_or(ProgressConfig::default().probe_tokens, |p| p.probe_tokens),
         }
     }
 
@@ -206,6 +239,8 @@ impl PaneSettings {
             self.strategy = PaneSettings::default().strategy;
         }
         self.max_tokens = self.max_tokens.clamp(1, 4096);
+        self.progress_probes = self.progress_probes.clamp(1, MAX_PROBES);
+        self.probe_tokens = self.probe_tokens.clamp(1, MAX_PROBE_TOKENS);
         self.budget = self.budget.clamp(1, 1_000_000);
         if !(0.0..=5.0).contains(&self.temperature) {
             self.temperature = 0.7;
@@ -338,6 +373,7 @@ mod tests {
             budget_tokens: Some(500),
             expected_answer: None,
             thinking: Some(false),
+            progress: None,
         };
         let s = SessionFile::from_run(&config, Tree::default(), CostSnapshot::default());
         let pane = &s.settings.panes[0];

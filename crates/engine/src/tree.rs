@@ -155,6 +155,9 @@ pub struct Node {
     /// models without thinking delimiters (and trees saved before there were segments).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub segments: Vec<SegmentMark>,
+    /// MRT-style progress probes from the node's end (runs with progress probes on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<crate::progress::Progress>,
 }
 
 impl Node {
@@ -332,6 +335,9 @@ impl Tree {
                 ));
             }
             tokens = tokens.saturating_add(node.tokens.len());
+            if let Some(Err(e)) = node.progress.as_ref().map(|p| p.validate()) {
+                return bad(format!("node {i}'s progress: {e}"));
+            }
             if let Some(t) = node.tokens.iter().find(|t| t.top.len() > MAX_ALTERNATIVES) {
                 return bad(format!(
                     "node {i} has a token with {} alternatives, more than {MAX_ALTERNATIVES}",
@@ -552,6 +558,7 @@ mod tests {
             scores: Scores::default(),
             answer: None,
             segments: Vec::new(),
+            progress: None,
         }
     }
 
@@ -696,6 +703,23 @@ mod tests {
         let mut t = good();
         t.nodes[0].children = ids(&[1, 1, 2]);
         refused(&t, "repeated");
+
+        // Progress a drawing cannot map to a bar: NaN, outside [0, 1], a jump past ±1.
+        for (p_hat, delta) in [(f32::NAN, None), (1.5, None), (0.5, Some(-3.0))] {
+            let mut t = good();
+            t.nodes[1].progress = Some(crate::progress::Progress {
+                p_hat,
+                delta,
+                basis: crate::progress::ProgressBasis::Consensus,
+                reference: None,
+                at_tokens: 0,
+                prefix_tokens: 0,
+                cue_tokens: 0,
+                temperature: 0.7,
+                probes: Vec::new(),
+            });
+            refused(&t, "progress");
+        }
 
         let mut t = good();
         t.nodes[0].children = ids(&[1, 2, 3]);

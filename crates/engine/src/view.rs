@@ -50,6 +50,7 @@ impl Tree {
                     scores: Scores::default(),
                     answer: None,
                     segments: Vec::new(),
+                    progress: None,
                 });
             }
             Event::TokensAppended { node, tokens, .. } => {
@@ -83,6 +84,11 @@ impl Tree {
             Event::NodePruned { node, .. } => {
                 if let Some(n) = self.nodes.get_mut(node.index()) {
                     n.status = NodeStatus::Pruned;
+                }
+            }
+            Event::NodeProgress { node, progress, .. } => {
+                if let Some(n) = self.nodes.get_mut(node.index()) {
+                    n.progress = Some(progress.clone());
                 }
             }
             Event::AnswerChosen {

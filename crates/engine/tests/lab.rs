@@ -9,12 +9,16 @@ use std::sync::Arc;
 use candle_core::Device;
 use thinkscope_engine::answer::normalize;
 use thinkscope_engine::fetch;
-use thinkscope_engine::lab::estimators::{best_of_k, binomial, maj_at_k, pass_at_k, SampleOutcome};
-use thinkscope_engine::lab::plot::render_svg;
+use thinkscope_engine::lab::estimators::{
+    best_of_k, binomial, maj_at_k, pass_at_k, verifier_best_of_k, weighted_maj_at_k, SampleOutcome,
+};
+use thinkscope_engine::lab::plot::{render_difficulty_svg, render_gap_svg, render_svg};
 use thinkscope_engine::lab::problems::{generate, parse_jsonl, GeneratorKind, GeneratorSpec};
 use thinkscope_engine::lab::sweep::{
-    read_results, run_sweep, summarize, to_csv, ProblemRecord, RunCost, RunRecord, SampleRecord,
-    SweepConfig, SweepEngine, SweepProgress, CSV_HEADER,
+    difficulty_bins, difficulty_csv, lab_strategy, read_results, run_sweep, summarize,
+    summarize_problems, to_csv, walls, DifficultyBasis, ProblemRecord, RunCost, RunRecord,
+    SampleRecord, SweepConfig, SweepEngine, SweepMode, SweepPoint, SweepProgress, CSV_HEADER,
+    DIFFICULTY_CSV_HEADER,
 };
 use thinkscope_engine::lab::{LabError, Problem, ProblemSet};
 use thinkscope_engine::model::sampling::Rng;
@@ -66,9 +70,54 @@ fn brute_maj(samples: &[SampleOutcome], k: usize) -> f64 {
     all.iter().sum::<f64>() / all.len() as f64
 }
 
+/// Weighted vote as documented: the highest summed verifier score (unscored samples weigh 0),
+/// then more votes, then a fair coin.
+fn brute_weighted_vote(samples: &[SampleOutcome], idx: &[usize]) -> f64 {
+    let mut votes: HashMap<String, (f64, u32, bool)> = HashMap::new();
+    for &i in idx {
+        let s = &samples[i];
+        if let Some(a) = &s.answer {
+            let e = votes.entry(normalize(a)).or_insert((0.0, 0, false));
+            e.0 += f64::from(s.verifier.unwrap_or(0.0));
+            e.1 += 1;
+            e.2 |= s.correct;
+        }
+    }
+    let Some(top) = votes.values().map(|v| v.0).reduce(f64::max) else {
+        return 0.0;
+    };
+    let most = votes
+        .values()
+        .filter(|v| v.0 == top)
+        .map(|v| v.1)
+        .max()
+        .unwrap_or(0);
+    let tied: Vec<bool> = votes
+        .values()
+        .filter(|v| v.0 == top && v.1 == most)
+        .map(|v| v.2)
+        .collect();
+    tied.iter().filter(|c| **c).count() as f64 / tied.len() as f64
+}
+
+fn brute_weighted(samples: &[SampleOutcome], k: usize) -> f64 {
+    let all: Vec<f64> = subsets(samples.len(), k)
+        .map(|s| brute_weighted_vote(samples, &s))
+        .collect();
+    all.iter().sum::<f64>() / all.len() as f64
+}
+
 /// Best of a subset by mean log-prob; equal best scores are a fair coin.
 fn brute_best(samples: &[SampleOutcome], k: usize) -> f64 {
-    let score = |i: usize| samples[i].mean_logprob.map_or(f64::NEG_INFINITY, f64::from);
+    brute_best_by(samples, k, |s| s.mean_logprob)
+}
+
+fn brute_best_by(
+    samples: &[SampleOutcome],
+    k: usize,
+    by: impl Fn(&SampleOutcome) -> Option<f32>,
+) -> f64 {
+    let score = |i: usize| by(&samples[i]).map_or(f64::NEG_INFINITY, f64::from);
     let all: Vec<f64> = subsets(samples.len(), k)
         .map(|s| {
             let top = s
@@ -93,10 +142,12 @@ fn random_samples(rng: &mut Rng, n: usize) -> Vec<SampleOutcome> {
             let correct = answer.as_deref().is_some_and(|a| normalize(a) == "7");
             // Scores on a coarse grid so that ties happen; some samples have none.
             let mean_logprob = (r >> 20 & 7 != 0).then(|| -(((r >> 24) % 4) as f32) * 0.25);
+            let verifier = (r >> 30 & 7 != 0).then_some(((r >> 34) % 5) as f32 * 0.25);
             SampleOutcome {
                 answer,
                 correct,
                 mean_logprob,
+                verifier,
             }
         })
         .collect()
@@ -172,6 +223,63 @@ fn best_of_k_matches_brute_force() {
                 "trial {trial} n={n} k={k}: {est} vs {brute} for {samples:?}"
             );
         }
+    }
+}
+
+#[test]
+fn weighted_vote_and_verifier_best_match_brute_force() {
+    let mut rng = Rng::new(29);
+    for trial in 0..60 {
+        let n = 1 + trial % 11;
+        let samples = random_samples(&mut rng, n);
+        for k in 1..=n {
+            let (est, brute) = (
+                weighted_maj_at_k(&samples, k, 0),
+                brute_weighted(&samples, k),
+            );
+            assert!(
+                (est - brute).abs() < 1e-12,
+                "trial {trial} n={n} k={k}: weighted {est} vs {brute}"
+            );
+            let (est, brute) = (
+                verifier_best_of_k(&samples, k),
+                brute_best_by(&samples, k, |s| s.verifier),
+            );
+            assert!(
+                (est - brute).abs() < 1e-12,
+                "trial {trial} n={n} k={k}: verifier {est} vs {brute}"
+            );
+        }
+    }
+}
+
+/// Snell et al.'s weighted best-of-N by hand: three weak votes for the wrong answer against one
+/// confident vote for the right one.
+#[test]
+fn the_weighted_vote_equals_a_hand_computed_example() {
+    let s = |a: &str, correct: bool, v: f32| SampleOutcome {
+        answer: Some(a.into()),
+        correct,
+        mean_logprob: Some(-1.0),
+        verifier: Some(v),
+    };
+    let samples = [
+        s("5", true, 0.9),
+        s("7", false, 0.4),
+        s("7", false, 0.3),
+        s("7", false, 0.1),
+    ];
+    // All four: 5 scores 0.9, 7 scores 0.8; the weighted vote is right, the plain vote wrong.
+    assert_eq!(weighted_maj_at_k(&samples, 4, 0), 1.0);
+    assert_eq!(maj_at_k(&samples, 4, 0), 0.0);
+    // Pairs (6): with the 5 (3 pairs) it wins every time (0.9 against at most 0.4); without it
+    // (3 pairs) 7 wins. 3 / 6.
+    assert!((weighted_maj_at_k(&samples, 2, 0) - 0.5).abs() < 1e-12);
+    // Triples (4): with the 5 (3 triples) 0.9 beats 0.7, 0.5 and 0.4; without it 7 wins. 3 / 4.
+    assert!((weighted_maj_at_k(&samples, 3, 0) - 0.75).abs() < 1e-12);
+    // Best-of-N by verifier picks the 0.9 whenever it is drawn: k / 4.
+    for k in 1..=4 {
+        assert!((verifier_best_of_k(&samples, k) - k as f64 / 4.0).abs() < 1e-12);
     }
 }
 
@@ -364,6 +472,7 @@ fn sample(answer: &str, correct: bool, lp: f32, tokens: u64) -> SampleRecord {
         correct,
         mean_logprob: Some(lp),
         tokens,
+        verifier: None,
     }
 }
 
@@ -485,6 +594,273 @@ fn summaries_derive_smaller_budgets_from_the_pool() {
         3,
         "two curves and the pass@N oracle"
     );
+}
+
+fn verified(answer: &str, correct: bool, lp: f32, v: f32) -> SampleRecord {
+    SampleRecord {
+        verifier: Some(v),
+        ..sample(answer, correct, lp, 10)
+    }
+}
+
+/// A verified pool of four on problem `p`: `right` of its samples say 7.
+fn verified_pool(right: usize) -> RunRecord {
+    let samples = (0..4)
+        .map(|i| {
+            if i < right {
+                verified("7", true, -0.5, 0.2 + 0.1 * i as f32)
+            } else {
+                verified("8", false, -0.1, 0.6)
+            }
+        })
+        .collect();
+    RunRecord {
+        n: 4,
+        answer: None,
+        correct: false,
+        samples,
+        cost: RunCost {
+            verify_tokens: 8,
+            ..cost(28, 40, 4.0)
+        },
+    }
+}
+
+#[test]
+fn verified_pools_give_the_verifier_curves_and_charge_the_verifier_only_where_read() {
+    let config = SweepConfig {
+        strategies: vec![
+            "greedy".into(),
+            "self-consistency".into(),
+            "weighted-vote".into(),
+            "best-of-n:scorer=self-verify".into(),
+        ],
+        max_n: 4,
+        ..SweepConfig::default()
+    };
+    assert!(config.needs_verifier());
+    assert!(config.settings_key("m").ends_with(" verify=1"));
+    let greedy = |right: bool| RunRecord {
+        n: 1,
+        answer: Some("7".into()),
+        correct: right,
+        samples: vec![sample("7", right, -0.2, 5)],
+        cost: cost(15, 5, 0.5),
+    };
+    // Problem 0: two of four right, and the two wrong ones trusted more (0.6 each).
+    let mut records = Vec::new();
+    for (p, right) in [(0, 2), (1, 4), (2, 0)] {
+        records.push(record(p, "system1", greedy(p == 1)));
+        for key in [
+            "self-consistency",
+            "weighted-vote",
+            "best-of-n:scorer=self-verify",
+        ] {
+            records.push(record(p, key, verified_pool(right)));
+        }
+    }
+    let points = summarize(&config, &records);
+    let at = |s: &str, n: usize| {
+        points
+            .iter()
+            .find(|p| p.strategy == s && p.n == n)
+            .expect("point")
+    };
+    let sc = at("self-consistency", 4);
+    // Problem 0: 7 and 8 tie on votes, 8 is more confident: maj wrong; weighted 0.5 vs 1.2:
+    // wrong; the verifier's favourite (0.6) is wrong. Problem 1 is right everywhere, 2 nowhere.
+    assert!((sc.accuracy_maj - 1.0 / 3.0).abs() < 1e-12);
+    assert_eq!(
+        sc.accuracy_weighted_maj.map(|a| (a * 3.0).round()),
+        Some(1.0)
+    );
+    assert_eq!(sc.accuracy_verifier.map(|a| (a * 3.0).round()), Some(1.0));
+    assert!(
+        (sc.accuracy_pass - 2.0 / 3.0).abs() < 1e-12,
+        "the gap: problem 0"
+    );
+    assert_eq!(
+        at("weighted-vote", 4).accuracy,
+        sc.accuracy_weighted_maj.expect("w")
+    );
+    assert_eq!(
+        at("best-of-n:scorer=self-verify", 2).accuracy,
+        at("self-consistency", 2).accuracy_verifier.expect("v")
+    );
+    // Self-consistency does not read the verifier: its 8 question tokens are not charged, so
+    // even N = 4 is derived; the verifier strategies pay for them and N = 4 is measured.
+    assert_eq!((sc.tokens, sc.cost_derived), (60.0, true));
+    let wv = at("weighted-vote", 4);
+    assert_eq!((wv.tokens, wv.cost_derived), (68.0, false));
+    assert!((at("weighted-vote", 1).tokens - (20.0 + 48.0 / 4.0)).abs() < 1e-9);
+    // Energy per correct answer: all the energy over the expected right answers.
+    let e = wv.energy_per_correct.expect("some right");
+    assert!((e - wv.energy_joules_total / (wv.accuracy * 3.0)).abs() < 1e-9);
+    let csv = to_csv(&points);
+    for col in [
+        "accuracy_weighted_maj",
+        "accuracy_verifier",
+        "energy_per_correct_joules",
+    ] {
+        assert!(CSV_HEADER.split(',').any(|c| c == col), "{col}");
+    }
+    assert_eq!(csv.lines().count(), 1 + 4 * 3);
+
+    // Difficulty: pass@1 is 0.5, 1 and 0: three levels of one problem, easiest first.
+    let bins = difficulty_bins(&config, &records, 3);
+    assert_eq!(bins.len(), 3);
+    assert!(bins.iter().all(|b| b.basis == DifficultyBasis::PassAt1));
+    assert_eq!(
+        bins.iter().map(|b| b.problems.clone()).collect::<Vec<_>>(),
+        [vec![1], vec![0], vec![2]]
+    );
+    assert_eq!((bins[0].lo, bins[0].hi), (1.0, 1.0));
+    assert!(
+        bins[1].label().contains("pass@1 0.50"),
+        "{}",
+        bins[1].label()
+    );
+    // Two levels asked for: 1 and 0.5 together (never splitting equal pass@1), then 0.
+    let two = difficulty_bins(&config, &records, 2);
+    assert_eq!(
+        two.iter().map(|b| b.problems.len()).collect::<Vec<_>>(),
+        [2, 1]
+    );
+    let levels: Vec<_> = bins
+        .iter()
+        .map(|b| {
+            (
+                b.clone(),
+                summarize_problems(&config, &records, |p| b.problems.contains(&p)),
+            )
+        })
+        .collect();
+    assert_eq!(
+        levels[0].1.iter().find(|p| p.n == 4).map(|p| p.problems),
+        Some(1)
+    );
+    let easy = levels[0]
+        .1
+        .iter()
+        .find(|p| p.strategy == "self-consistency" && p.n == 4);
+    assert_eq!(easy.map(|p| p.accuracy_maj), Some(1.0));
+    let dcsv = difficulty_csv(&levels);
+    assert!(dcsv.starts_with(DIFFICULTY_CSV_HEADER));
+    assert_eq!(dcsv.lines().count(), 1 + 3 * 4 * 3);
+    // Without a pool, greedy splits the set in two.
+    let greedy_only = SweepConfig {
+        strategies: vec!["greedy".into()],
+        ..config.clone()
+    };
+    let g = difficulty_bins(&greedy_only, &records, 5);
+    assert_eq!(g.len(), 2);
+    assert_eq!(
+        (g[0].basis, g[0].problems.clone()),
+        (DifficultyBasis::Greedy, vec![1])
+    );
+
+    let gap = render_gap_svg(&points, "self-consistency", "t", "n");
+    assert!(gap.starts_with("<svg") && gap.trim_end().ends_with("</svg>"));
+    assert_eq!(gap.matches("<polygon").count(), 1, "the gap is shaded");
+    assert_eq!(gap.matches("<polyline").count(), 5, "five curves");
+    let diff = render_difficulty_svg(&levels, "self-consistency", "t", "n");
+    assert_eq!(
+        diff.matches("<polygon").count(),
+        3,
+        "one shaded gap per level"
+    );
+}
+
+fn point(strategy: &str, n: usize, accuracy: f64, pass: f64) -> SweepPoint {
+    SweepPoint {
+        strategy: strategy.into(),
+        n,
+        problems: 1,
+        accuracy,
+        accuracy_pass: pass,
+        accuracy_maj: accuracy,
+        accuracy_best_of_n: accuracy,
+        accuracy_weighted_maj: None,
+        accuracy_verifier: None,
+        tokens: n as f64 * 10.0,
+        wall_secs: 1.0,
+        energy_joules: 1.0,
+        tokens_total: 0.0,
+        wall_secs_total: 0.0,
+        energy_joules_total: 0.0,
+        energy_per_correct: None,
+        energy_measured: false,
+        cost_derived: n < 16,
+    }
+}
+
+#[test]
+fn walls_are_where_doublings_stop_paying() {
+    let pts: Vec<SweepPoint> = [
+        (1, 0.40, 0.40),
+        (2, 0.50, 0.60),
+        (4, 0.55, 0.75),
+        (8, 0.56, 0.85),
+        (16, 0.565, 0.92),
+    ]
+    .into_iter()
+    .map(|(n, a, p)| point("self-consistency", n, a, p))
+    .collect();
+    let w = walls(&pts, 0.02);
+    let find = |c: &str| w.iter().find(|w| w.curve == c).expect(c);
+    // maj@N gains 10, 5, 1, 0.5 points: flat from N = 4.
+    assert_eq!(find("maj@N").n, Some(4));
+    assert!((find("maj@N").gain_after - 0.01).abs() < 1e-9);
+    // pass@N still gains 7 points at the last doubling.
+    assert_eq!(find("pass@N").n, None);
+    assert_eq!(find("self-consistency").n, Some(4));
+    assert!(
+        w.iter().all(|w| w.curve != "weighted maj@N"),
+        "no verifier, no curve"
+    );
+}
+
+#[test]
+fn strategy_specs_set_knobs_and_are_checked() {
+    let beam = lab_strategy("beam:scorer=progress").expect("spec");
+    assert_eq!(beam.key, "beam:scorer=progress");
+    assert_eq!(beam.mode, SweepMode::PerBudget { knob: "width" });
+    let bon = lab_strategy(" best-of-n : scorer = self-verify ").expect("spaces");
+    assert_eq!(bon.key, "best-of-n:scorer=self-verify");
+    assert!(matches!(bon.mode, SweepMode::Pool { .. }));
+    assert_eq!(lab_strategy("greedy").expect("alias").key, "system1");
+    for (spec, needle) in [
+        ("beam:width=3", "the budget N sets width"),
+        ("beam:scorer", "not KEY=VALUE"),
+        ("beam:scorer=magic", "not one of"),
+        ("beam:wings=2", "no parameter 'wings'"),
+    ] {
+        let err = lab_strategy(spec).expect_err(spec);
+        assert!(err.to_string().contains(needle), "{spec}: {err}");
+    }
+    let both = SweepConfig {
+        strategies: vec!["best-of-n".into(), "best-of-n:scorer=self-verify".into()],
+        ..SweepConfig::default()
+    };
+    assert_eq!(both.lab_strategies().expect("parse").len(), 2);
+    let twice = SweepConfig {
+        strategies: vec![
+            "beam:scorer=progress".into(),
+            "beam : scorer=progress".into(),
+        ],
+        ..SweepConfig::default()
+    };
+    let mut t = twice.clone();
+    t.problems.problems.push(Problem {
+        id: "p".into(),
+        question: "q".into(),
+        answer: "1".into(),
+    });
+    assert!(t
+        .validate()
+        .expect_err("twice")
+        .to_string()
+        .contains("listed twice"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -815,6 +1191,68 @@ fn search_strategies_run_once_per_budget_they_accept() {
             .all(|r| r.cost.tokens() > 0 && r.cost.wall_secs > 0.0),
         "each width is a run of its own, measured"
     );
+}
+
+#[test]
+fn a_sweep_runs_the_new_scorers_on_the_tiny_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = tiny_config();
+    config.problems.problems.truncate(2);
+    config.max_n = 2;
+    config.strategies = vec![
+        "self-consistency".into(),
+        "weighted-vote".into(),
+        "best-of-n:scorer=self-verify".into(),
+        "beam:scorer=progress".into(),
+    ];
+    let never = AtomicBool::new(false);
+    let outcome = run_sweep(
+        &SweepEngine::local(tiny_model(dir.path())),
+        &config,
+        &dir.path().join("r.jsonl"),
+        &never,
+        &mut |_| {},
+    )
+    .expect("sweep");
+    assert!(outcome.completed);
+    assert_eq!(outcome.records.len(), 8);
+    for r in &outcome.records {
+        assert!(r.settings.ends_with(" verify=1"));
+    }
+    let pools: Vec<_> = outcome
+        .records
+        .iter()
+        .filter(|r| r.strategy != "beam:scorer=progress")
+        .collect();
+    for r in &pools {
+        let run = &r.runs[0];
+        assert_eq!(run.samples.len(), 2);
+        assert!(run
+            .samples
+            .iter()
+            .all(|s| s.verifier.is_some_and(|v| (0.0..=1.0).contains(&v))));
+        assert!(run.cost.verify_tokens > 0);
+    }
+    assert!(pools
+        .iter()
+        .filter(|r| r.strategy != "self-consistency")
+        .all(|r| r.shared_from.as_deref() == Some("self-consistency")));
+    let beam = outcome
+        .records
+        .iter()
+        .filter(|r| r.strategy == "beam:scorer=progress")
+        .collect::<Vec<_>>();
+    assert_eq!(beam.len(), 2);
+    assert!(beam.iter().all(|r| r.runs.len() == 2
+        && r.runs.iter().all(|run| run.cost.probe_tokens > 0
+            && run.cost.tokens()
+                == run.cost.prompt_tokens + run.cost.generated_tokens + run.cost.probe_tokens)));
+    let points = summarize(&config, &outcome.records);
+    assert_eq!(points.len(), 4 * 2);
+    assert!(points
+        .iter()
+        .filter(|p| p.strategy != "beam:scorer=progress")
+        .all(|p| p.accuracy_weighted_maj.is_some() && p.accuracy_verifier.is_some()));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -142,6 +142,7 @@ const ALL: &[&str] = &[
     "chain-of-thought",
     "best-of-n",
     "self-consistency",
+    "weighted-vote",
     "beam",
     "mcts",
     "budget-forcing",

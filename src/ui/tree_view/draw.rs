@@ -15,6 +15,7 @@ use super::layout::{layout, TreeLayout, LEVEL_HEIGHT, NODE_SIZE, SLOT_WIDTH};
 use crate::ui::state::ColorBy;
 use crate::ui::theme;
 use thinkscope_engine::answer::normalize;
+use thinkscope_engine::progress::Progress;
 use thinkscope_engine::tree::{Node, NodeId, NodeKind, NodeStatus, Segment, Tree};
 
 /// Smallest font, in screen pixels, that a node's label and snippet are drawn in; below it the
@@ -171,6 +172,7 @@ pub fn node_fill(
             .as_ref()
             .and_then(|a| groups.get(&normalize(a)))
             .map_or(neutral, |&i| theme::category(i)),
+        ColorBy::Progress => progress_fill(node).unwrap_or(neutral),
     };
     if node.status == NodeStatus::Pruned {
         base.gamma_multiply(0.35)
@@ -422,6 +424,16 @@ impl TreeView {
                 }
                 NodeText::Nothing => {}
             }
+            if let Some(p) = &node.progress {
+                // Above the thinking/answer bar where the node has one.
+                let r = if node.segments.is_empty() {
+                    v.rect
+                } else {
+                    let h = (6.0 * self.zoom).clamp(2.0, v.rect.height() / 3.0);
+                    v.rect.with_max_y(v.rect.bottom() - h)
+                };
+                progress_bar(&painter, r, p, self.zoom);
+            }
         }
         let thinks = tree.nodes.iter().any(|n| !n.segments.is_empty());
         legend(&painter, rect, by, thinks);
@@ -537,6 +549,9 @@ pub fn node_tooltip(ui: &mut Ui, tree: &Tree, node: &Node) {
     if let Some(a) = &node.answer {
         ui.label(egui::RichText::new(format!("answer: {a}")).strong());
     }
+    if let Some(p) = &node.progress {
+        ui.label(progress_line(p));
+    }
     ui.separator();
     ui.label(
         egui::RichText::new(short(&node.text, 400))
@@ -572,6 +587,7 @@ fn legend(painter: &egui::Painter, rect: Rect, by: ColorBy, thinks: bool) {
         ColorBy::Entropy => ("calm", "unsure", theme::calm_hot),
         ColorBy::Score => ("low score", "high", theme::red_green),
         ColorBy::VoteGroup => ("", "", theme::red_green),
+        ColorBy::Progress => ("Δp̂ lost", "gained", theme::diverging),
     };
     let bg = Rect::from_min_size(origin - Vec2::new(6.0, 18.0), Vec2::new(w + 90.0, 42.0));
     painter.rect_filled(bg, CornerRadius::same(4), Color32::from_black_alpha(140));
@@ -625,6 +641,63 @@ fn legend(painter: &egui::Painter, rect: Rect, by: ColorBy, thinks: bool) {
         FontId::proportional(10.0),
         Color32::LIGHT_GRAY,
     );
+}
+
+/// The colour of a node's Δp̂ (none when it was not probed or has no probed ancestor).
+fn progress_fill(node: &Node) -> Option<Color32> {
+    let d = node.progress.as_ref()?.delta?;
+    Some(theme::diverging(0.5 + d / 2.0))
+}
+
+/// A node's progress in one line: "p̂ 0.62 (Δp̂ +0.25), consensus progress vs 42".
+pub fn progress_line(p: &Progress) -> String {
+    format!(
+        "p̂ {:.2}{} · {} vs {} · {} probes",
+        p.p_hat,
+        p.delta
+            .map_or_else(String::new, |d| format!(" (Δp̂ {d:+.2})")),
+        p.basis.short(),
+        p.reference.as_deref().unwrap_or("(no answer yet)"),
+        p.probes.len()
+    )
+}
+
+/// A small bar along the bottom of a node: p̂ filled, the part gained since the parent green or
+/// the part lost red, and a tick at the parent's p̂.
+fn progress_bar(painter: &egui::Painter, rect: Rect, p: &Progress, zoom: f32) {
+    if zoom < 0.2 {
+        return;
+    }
+    let h = (4.0 * zoom).clamp(2.0, 6.0);
+    let track = Rect::from_min_max(
+        Pos2::new(rect.left() + 3.0, rect.bottom() - h - 2.0),
+        Pos2::new(rect.right() - 3.0, rect.bottom() - 2.0),
+    );
+    let at = |v: f32| track.left() + track.width() * v.clamp(0.0, 1.0);
+    painter.rect_filled(track, CornerRadius::same(1), Color32::from_black_alpha(110));
+    let now = Rect::from_min_max(track.min, Pos2::new(at(p.p_hat), track.bottom()));
+    painter.rect_filled(now, CornerRadius::same(1), Color32::from_gray(230));
+    if let Some(d) = p.delta.filter(|d| d.abs() > 1e-6) {
+        let before = p.p_hat - d;
+        let (a, b) = (at(before.min(p.p_hat)), at(before.max(p.p_hat)));
+        let color = if d > 0.0 {
+            theme::diverging(1.0)
+        } else {
+            theme::diverging(0.0)
+        };
+        painter.rect_filled(
+            Rect::from_min_max(Pos2::new(a, track.top()), Pos2::new(b, track.bottom())),
+            CornerRadius::ZERO,
+            color,
+        );
+        painter.line_segment(
+            [
+                Pos2::new(at(before), track.top() - 1.5),
+                Pos2::new(at(before), track.bottom() + 1.5),
+            ],
+            Stroke::new(1.0, Color32::WHITE),
+        );
+    }
 }
 
 #[cfg(test)]

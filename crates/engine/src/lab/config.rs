@@ -1,5 +1,9 @@
 //! What a sweep runs: strategies, budgets, problems and sampling settings, and how each strategy
 //! is swept (the registry's [`LabMode`]).
+//!
+//! A strategy is named as on the command line, optionally with knob values after colons:
+//! `beam:scorer=progress`, `best-of-n:scorer=self-verify`. Each such spec is its own curve, and
+//! its records are keyed by the registry name with the values it sets.
 
 use std::collections::BTreeSet;
 
@@ -7,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::problems::ProblemSet;
 use super::{LabError, Result};
-use crate::strategy::{registry, KnobValue, LabMode, RunConfig, Strategy};
+use crate::strategy::{KnobValue, LabMode, RunConfig, Strategy};
 
 /// The strategy whose samples every pool strategy of a sweep judges.
 pub(crate) const POOL_SAMPLER: &str = "self-consistency";
@@ -59,10 +63,71 @@ impl Default for SweepConfig {
 /// How a strategy is swept: the registry's [`LabMode`].
 pub type SweepMode = LabMode;
 
-/// How `name` is swept, and its registry name.
-pub fn sweep_mode(name: &str) -> Result<(SweepMode, &'static str)> {
-    let def = registry().find(name)?;
-    Ok((def.lab_mode(), def.name()))
+/// A strategy of a sweep: a registry strategy with some knobs set, and how the lab sweeps it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabStrategy {
+    /// The spec as the user wrote it (`greedy`, `beam:scorer=progress`).
+    pub label: String,
+    /// The registry name and the knobs it sets, sorted (`system1`, `beam:scorer=progress`):
+    /// the key of its records.
+    pub key: String,
+    /// The strategy with those knobs.
+    pub strategy: Strategy,
+    /// How the lab sweeps it.
+    pub mode: SweepMode,
+}
+
+/// Parse a strategy spec: a registry name or alias, then `:key=value` for each knob to set. The
+/// knob a per-budget strategy's budget sets cannot be set.
+pub fn lab_strategy(spec: &str) -> Result<LabStrategy> {
+    let mut parts = spec.trim().split(':');
+    let name = parts.next().unwrap_or_default().trim();
+    let mut strategy = Strategy::named(name)?;
+    let mut set: Vec<(String, String)> = Vec::new();
+    for part in parts {
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(LabError::InvalidConfig(format!(
+                "'{spec}': '{part}' is not KEY=VALUE (write name:key=value)"
+            )));
+        };
+        let (k, v) = (k.trim(), v.trim());
+        strategy.set_text(k, v)?;
+        set.retain(|(key, _)| key != k);
+        set.push((k.to_owned(), v.to_owned()));
+    }
+    strategy.validate()?;
+    let def = strategy.def()?;
+    let mode = def.lab_mode_for(strategy.params());
+    if let SweepMode::PerBudget { knob } = mode {
+        if set.iter().any(|(k, _)| k == knob) {
+            return Err(LabError::InvalidConfig(format!(
+                "'{spec}': the budget N sets {knob}; it cannot be set here"
+            )));
+        }
+    }
+    set.sort();
+    let mut key = strategy.name().to_owned();
+    for (k, _) in &set {
+        let value = strategy
+            .params()
+            .0
+            .get(k)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        key.push_str(&format!(":{k}={value}"));
+    }
+    Ok(LabStrategy {
+        label: spec.trim().to_owned(),
+        key,
+        strategy,
+        mode,
+    })
+}
+
+/// How a spec is swept, and its record key.
+pub fn sweep_mode(spec: &str) -> Result<(SweepMode, String)> {
+    let s = lab_strategy(spec)?;
+    Ok((s.mode, s.key))
 }
 
 /// The budgets of a sweep: powers of two below `max_n`, then `max_n`.
@@ -81,16 +146,15 @@ pub fn budgets(max_n: usize) -> Vec<usize> {
 
 /// The budgets a strategy is run at: once at 1 (single), once at `max_n` (pool), or at every
 /// budget its width accepts (per budget; entropy branching, say, needs at least 2 branches).
-pub(super) fn run_budgets(mode: SweepMode, canonical: &str, max_n: usize) -> Vec<usize> {
-    match mode {
+pub(super) fn run_budgets(s: &LabStrategy, max_n: usize) -> Vec<usize> {
+    match s.mode {
         SweepMode::Single => vec![1],
         SweepMode::Pool { .. } => vec![max_n],
         SweepMode::PerBudget { knob } => budgets(max_n)
             .into_iter()
             .filter(|&n| {
-                Strategy::named(canonical)
-                    .and_then(|mut s| s.set(knob, KnobValue::Int(n as i64)))
-                    .is_ok()
+                let mut st = s.strategy.clone();
+                st.set(knob, KnobValue::Int(n as i64)).is_ok() && st.validate().is_ok()
             })
             .collect(),
     }
@@ -108,11 +172,11 @@ impl SweepConfig {
         }
         let mut seen = BTreeSet::new();
         for s in &self.strategies {
-            let (mode, canonical) = sweep_mode(s)?;
-            if !seen.insert(canonical) {
+            let ls = lab_strategy(s)?;
+            if !seen.insert(ls.key.clone()) {
                 return bad(format!("strategy '{s}' is listed twice"));
             }
-            if run_budgets(mode, canonical, self.max_n).is_empty() {
+            if run_budgets(&ls, self.max_n).is_empty() {
                 return bad(format!(
                     "{s} accepts none of the budgets up to max N {}",
                     self.max_n
@@ -123,9 +187,22 @@ impl SweepConfig {
             return bad("the problem set is empty".into());
         }
         // The engine checks the rest of a run's settings; check them once here, not per run.
-        self.run_config("x", SweepMode::Single, "system1", 1, 0)?
+        self.run_config("x", &lab_strategy("system1")?, 1, 0)?
             .validate()?;
         Ok(())
+    }
+
+    /// The sweep's strategies, parsed.
+    pub fn lab_strategies(&self) -> Result<Vec<LabStrategy>> {
+        self.strategies.iter().map(|s| lab_strategy(s)).collect()
+    }
+
+    /// Whether some pool strategy judges by the verifier, so that every pool sample is verified.
+    pub fn needs_verifier(&self) -> bool {
+        self.strategies.iter().any(|s| {
+            lab_strategy(s)
+                .is_ok_and(|ls| matches!(ls.mode, SweepMode::Pool { rule } if rule.uses_verifier()))
+        })
     }
 
     /// The settings a result depends on, written into every record: a resumed sweep only reuses
@@ -137,30 +214,38 @@ impl SweepConfig {
             Some(true) => " thinking=on",
             Some(false) => " thinking=off",
         };
-        format!(
+        let mut key = format!(
             "model={model_name} max_n={} max_tokens={} temperature={} top_p={} seed={}{thinking}",
             self.max_n, self.max_tokens, self.temperature, self.top_p, self.seed
-        )
+        );
+        // Verified pools cost more than plain ones; older keys stay as they were.
+        if self.needs_verifier() {
+            key.push_str(" verify=1");
+        }
+        key
     }
 
     pub(super) fn run_config(
         &self,
         question: &str,
-        mode: SweepMode,
-        canonical: &str,
+        ls: &LabStrategy,
         n: usize,
         seed: u64,
     ) -> Result<RunConfig> {
-        let strategy = match mode {
-            // Every pool strategy judges the same samples: self-consistency's reasoning traces.
+        let strategy = match ls.mode {
+            // Every pool strategy judges the same samples: self-consistency's reasoning traces,
+            // each verified when a pool rule needs the verifier.
             SweepMode::Pool { .. } => {
                 let mut s = Strategy::named(POOL_SAMPLER)?;
                 s.set("n", KnobValue::Int(n as i64))?;
+                if self.needs_verifier() {
+                    s.set("verify", KnobValue::Bool(true))?;
+                }
                 s
             }
-            SweepMode::Single => Strategy::named(canonical)?,
+            SweepMode::Single => ls.strategy.clone(),
             SweepMode::PerBudget { knob } => {
-                let mut s = Strategy::named(canonical)?;
+                let mut s = ls.strategy.clone();
                 s.set(knob, KnobValue::Int(n as i64))?;
                 s
             }
@@ -195,16 +280,9 @@ mod tests {
                 before,
                 "records of another setting are not reused"
             );
-            for (mode, name) in [
-                (SweepMode::Single, "greedy"),
-                (
-                    SweepMode::Pool {
-                        rule: crate::strategy::PoolRule::MostConfident,
-                    },
-                    "best-of-n",
-                ),
-            ] {
-                let run = c.run_config("q", mode, name, 2, 0).expect("config");
+            for spec in ["greedy", "best-of-n"] {
+                let ls = lab_strategy(spec).expect("a lab strategy");
+                let run = c.run_config("q", &ls, 2, 0).expect("config");
                 assert_eq!(run.thinking, thinking);
             }
         }

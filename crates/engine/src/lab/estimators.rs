@@ -1,5 +1,7 @@
 //! Estimators that turn n samples of one problem into the expected accuracy at every budget
-//! k ≤ n, as if only k samples had been drawn: pass@k (Chen et al. 2021), maj@k and best-of-k.
+//! k ≤ n, as if only k samples had been drawn: pass@k (Chen et al. 2021), maj@k, best-of-k by
+//! the model's confidence or by its self-verifier, and the verifier-weighted vote (Snell et al.
+//! 2024's weighted best-of-N).
 //!
 //! Each is the expectation over a uniformly random k-subset of the n samples, which is an unbiased
 //! estimate of the accuracy of a fresh k-sample run. pass@k and best-of-k have closed forms;
@@ -28,6 +30,9 @@ pub struct SampleOutcome {
     pub correct: bool,
     /// Mean token log-probability of the sample's path (the model's own confidence).
     pub mean_logprob: Option<f32>,
+    /// The self-verifier's P(yes) for the sample's answer, if it was asked.
+    #[serde(default)]
+    pub verifier: Option<f32>,
 }
 
 /// pass@k: the chance that at least one of k samples drawn without replacement from n, of which
@@ -137,21 +142,28 @@ impl Ballots {
 /// C(n, k) ≤ [`EXACT_SUBSET_LIMIT`], else the mean over [`RESAMPLES`] random subsets drawn with
 /// `seed`. `k` is clamped to n.
 pub fn maj_at_k(samples: &[SampleOutcome], k: usize, seed: u64) -> f64 {
-    let n = samples.len();
-    let k = k.min(n);
-    if n == 0 || k == 0 {
-        return 0.0;
-    }
     let ballots = Ballots::new(samples);
     let classes = ballots.correct.len();
     let mut votes = vec![0u32; classes];
     let mut conf = vec![0.0f64; classes];
+    over_subsets(samples.len(), k, seed, |idx| {
+        ballots.vote(idx, &mut votes, &mut conf)
+    })
+}
+
+/// The mean of `f` over the k-subsets of n items: every subset when C(n, k) ≤
+/// [`EXACT_SUBSET_LIMIT`], else [`RESAMPLES`] random ones drawn with `seed`. 0 when k or n is 0.
+fn over_subsets(n: usize, k: usize, seed: u64, mut f: impl FnMut(&[usize]) -> f64) -> f64 {
+    let k = k.min(n);
+    if n == 0 || k == 0 {
+        return 0.0;
+    }
     let exact = binomial(n, k).is_some_and(|c| c <= EXACT_SUBSET_LIMIT);
     if exact {
         let mut idx: Vec<usize> = (0..k).collect();
         let (mut sum, mut count) = (0.0, 0u64);
         loop {
-            sum += ballots.vote(&idx, &mut votes, &mut conf);
+            sum += f(&idx);
             count += 1;
             if !next_combination(&mut idx, n) {
                 break;
@@ -168,10 +180,56 @@ pub fn maj_at_k(samples: &[SampleOutcome], k: usize, seed: u64) -> f64 {
                 let j = i + (rng.next_u64() % (n - i) as u64) as usize;
                 perm.swap(i, j);
             }
-            sum += ballots.vote(&perm[..k], &mut votes, &mut conf);
+            sum += f(&perm[..k]);
         }
         sum / RESAMPLES as f64
     }
+}
+
+/// Weighted maj@k (Snell et al. 2024's weighted best-of-N): the expected accuracy of a vote over
+/// k samples drawn without replacement in which each answer scores the sum of its samples'
+/// verifier scores (a sample without a score weighs 0). Ties go to the answer with more votes,
+/// then to a fair coin. Exact or resampled like [`maj_at_k`]. `k` is clamped to n.
+pub fn weighted_maj_at_k(samples: &[SampleOutcome], k: usize, seed: u64) -> f64 {
+    let ballots = Ballots::new(samples);
+    let classes = ballots.correct.len();
+    let weight: Vec<f64> = samples
+        .iter()
+        .map(|s| f64::from(s.verifier.unwrap_or(0.0)))
+        .collect();
+    let mut score = vec![0.0f64; classes];
+    let mut votes = vec![0u32; classes];
+    over_subsets(samples.len(), k, seed, |idx| {
+        score.iter_mut().for_each(|s| *s = 0.0);
+        votes.iter_mut().for_each(|v| *v = 0);
+        for &i in idx {
+            if let Some(c) = ballots.class[i] {
+                score[c] += weight[i];
+                votes[c] += 1;
+            }
+        }
+        if votes.iter().all(|&v| v == 0) {
+            return 0.0;
+        }
+        let best = (0..classes)
+            .filter(|&c| votes[c] > 0)
+            .map(|c| (score[c], votes[c]))
+            .fold((f64::NEG_INFINITY, 0u32), |a, b| {
+                if b.0 > a.0 || (b.0 == a.0 && b.1 > a.1) {
+                    b
+                } else {
+                    a
+                }
+            });
+        let (mut tied, mut right) = (0u32, 0u32);
+        for c in 0..classes {
+            if votes[c] > 0 && score[c] == best.0 && votes[c] == best.1 {
+                tied += 1;
+                right += u32::from(ballots.correct[c]);
+            }
+        }
+        f64::from(right) / f64::from(tied.max(1))
+    })
 }
 
 /// Advance `idx` (strictly increasing, each < n) to the next k-combination in lexicographic
@@ -197,12 +255,27 @@ fn next_combination(idx: &mut [usize], n: usize) -> bool {
 /// equal scores are a fair coin). Closed form: the r-th best of n is the best of a random
 /// k-subset with probability C(n-1-r, k-1) / C(n, k). `k` is clamped to n.
 pub fn best_of_k(samples: &[SampleOutcome], k: usize) -> f64 {
+    best_of_k_by(samples, k, |s| s.mean_logprob)
+}
+
+/// Best-of-k with the self-verifier as the scorer: the expected correctness of the sample whose
+/// answer the model rates most likely correct (P(yes)) among k, as [`best_of_k`] computes it.
+pub fn verifier_best_of_k(samples: &[SampleOutcome], k: usize) -> f64 {
+    best_of_k_by(samples, k, |s| s.verifier)
+}
+
+/// Best-of-k under any scorer (unscored samples rank last; equal scores are a fair coin).
+pub fn best_of_k_by(
+    samples: &[SampleOutcome],
+    k: usize,
+    scorer: impl Fn(&SampleOutcome) -> Option<f32>,
+) -> f64 {
     let n = samples.len();
     let k = k.min(n);
     if n == 0 || k == 0 {
         return 0.0;
     }
-    let score = |s: &SampleOutcome| s.mean_logprob.map_or(f64::NEG_INFINITY, f64::from);
+    let score = |s: &SampleOutcome| scorer(s).map_or(f64::NEG_INFINITY, f64::from);
     let mut order: Vec<&SampleOutcome> = samples.iter().collect();
     order.sort_by(|a, b| score(b).total_cmp(&score(a)));
     // p(r) = C(n-1-r, k-1) / C(n, k); p(0) = k / n, p(r+1) = p(r) (n-r-k) / (n-r-1).

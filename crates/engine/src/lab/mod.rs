@@ -21,8 +21,9 @@ use crate::EngineError;
 
 pub use self::problems::{GeneratorKind, GeneratorSpec, Problem, ProblemSet};
 pub use self::sweep::{
-    budgets, summarize, write_csv, PairFailure, ProblemRecord, SweepConfig, SweepEngine,
-    SweepOutcome, SweepPoint, SweepProgress,
+    budgets, difficulty_bins, lab_strategy, summarize, summarize_problems, walls, write_csv,
+    DifficultyBasis, DifficultyBin, LabStrategy, PairFailure, ProblemRecord, SweepConfig,
+    SweepEngine, SweepOutcome, SweepPoint, SweepProgress, Wall,
 };
 
 /// Errors from loading problem sets, reading and writing results, and running sweeps.

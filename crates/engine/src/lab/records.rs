@@ -22,6 +22,9 @@ pub struct SampleRecord {
     pub mean_logprob: Option<f32>,
     /// Tokens generated or inserted in it.
     pub tokens: u64,
+    /// The self-verifier's P(yes) for its answer, when the pool was verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifier: Option<f32>,
 }
 
 impl SampleRecord {
@@ -30,6 +33,7 @@ impl SampleRecord {
             answer: self.answer.clone(),
             correct: self.correct,
             mean_logprob: self.mean_logprob,
+            verifier: self.verifier,
         }
     }
 }
@@ -52,12 +56,17 @@ pub struct RunCost {
     pub energy_measured: bool,
     /// Estimated floating-point operations.
     pub flops: f64,
+    /// Of `prompt_tokens`, those the self-verifier's questions took.
+    pub verify_tokens: u64,
+    /// Tokens progress probes computed (a progress scorer's probes are part of its strategy's
+    /// cost; their time and energy are in `wall_secs` and `energy_joules`).
+    pub probe_tokens: u64,
 }
 
 impl RunCost {
-    /// Tokens the model computed: prompt and generated.
+    /// Tokens the model computed: prompt, generated and probes.
     pub fn tokens(&self) -> u64 {
-        self.prompt_tokens + self.generated_tokens
+        self.prompt_tokens + self.generated_tokens + self.probe_tokens
     }
 }
 
@@ -66,11 +75,13 @@ impl From<&CostSnapshot> for RunCost {
         Self {
             prompt_tokens: c.prompt_tokens_computed,
             generated_tokens: c.generated_tokens,
-            tokens_reused: c.tokens_reused,
+            tokens_reused: c.tokens_reused + c.probe_tokens_reused,
             wall_secs: c.wall_secs,
-            energy_joules: c.energy_joules,
+            energy_joules: c.energy_joules + c.probe_energy_joules,
             energy_measured: c.energy_measured,
-            flops: c.flops,
+            flops: c.flops + c.probe_flops,
+            verify_tokens: c.verify_tokens,
+            probe_tokens: c.probe_tokens,
         }
     }
 }

@@ -173,11 +173,7 @@ pub fn run_sweep(
 ) -> Result<SweepOutcome> {
     config.validate()?;
     let settings = config.settings_key(engine.model_name());
-    let strategies: Vec<(String, SweepMode, &'static str)> = config
-        .strategies
-        .iter()
-        .map(|s| sweep_mode(s).map(|(mode, canonical)| (s.clone(), mode, canonical)))
-        .collect::<Result<_>>()?;
+    let strategies = config.lab_strategies()?;
     let problems = &config.problems.problems;
 
     // What the file already holds for these settings and problems.
@@ -189,7 +185,7 @@ pub fn run_sweep(
             && problems
                 .get(r.problem)
                 .is_some_and(|p| p.fingerprint() == r.fingerprint)
-            && strategies.iter().any(|(_, _, c)| *c == r.strategy);
+            && strategies.iter().any(|s| s.key == r.strategy);
         if ours {
             done.entry((r.problem, r.fingerprint.clone(), r.strategy.clone()))
                 .or_insert(r);
@@ -212,8 +208,9 @@ pub fn run_sweep(
     for (index, problem) in problems.iter().enumerate() {
         let fingerprint = problem.fingerprint();
         let seed = problem_seed(config.seed, &fingerprint);
-        'pairs: for (label, mode, canonical) in &strategies {
-            let key = (index, fingerprint.clone(), (*canonical).to_owned());
+        'pairs: for ls in &strategies {
+            let (label, mode, canonical) = (&ls.label, &ls.mode, &ls.key);
+            let key = (index, fingerprint.clone(), canonical.clone());
             if let Some(r) = done.get(&key) {
                 records.push(r.clone());
                 continue;
@@ -235,25 +232,25 @@ pub fn run_sweep(
             // Pool strategies draw the same samples: reuse another one's pool on this problem.
             let pool = matches!(mode, SweepMode::Pool { .. })
                 .then(|| {
-                    strategies.iter().find_map(|(_, m, c)| {
-                        let k = (index, fingerprint.clone(), (*c).to_owned());
-                        done.get(&k)
-                            .filter(|_| matches!(m, SweepMode::Pool { .. }) && c != canonical)
+                    strategies.iter().find_map(|o| {
+                        let k = (index, fingerprint.clone(), o.key.clone());
+                        done.get(&k).filter(|_| {
+                            matches!(o.mode, SweepMode::Pool { .. }) && o.key != *canonical
+                        })
                     })
                 })
                 .flatten();
             let record = if let Some(other) = pool {
                 ProblemRecord {
-                    strategy: (*canonical).to_owned(),
+                    strategy: canonical.clone(),
                     shared_from: Some(other.strategy.clone()),
                     ..other.clone()
                 }
             } else {
-                let ns = run_budgets(*mode, canonical, config.max_n);
+                let ns = run_budgets(ls, config.max_n);
                 let mut runs = Vec::with_capacity(ns.len());
                 for n in ns {
-                    let run_config =
-                        config.run_config(&problem.question, *mode, canonical, n, seed)?;
+                    let run_config = config.run_config(&problem.question, ls, n, seed)?;
                     let run = next_run;
                     next_run.0 += 1;
                     let worker = (engine.make)()?;
@@ -295,7 +292,7 @@ pub fn run_sweep(
                     problem: index,
                     problem_id: problem.id.clone(),
                     fingerprint: fingerprint.clone(),
-                    strategy: (*canonical).to_owned(),
+                    strategy: canonical.clone(),
                     expected: problem.answer.clone(),
                     runs,
                     shared_from: None,
@@ -362,8 +359,12 @@ fn chain_end(tree: &Tree, mut node: NodeId) -> NodeId {
     node
 }
 
+/// Tokens of a sample's subtree, its verifier questions left out.
 fn subtree_tokens(tree: &Tree, node: NodeId) -> u64 {
     let n = &tree.nodes[node];
+    if n.kind == NodeKind::Evaluation {
+        return 0;
+    }
     n.tokens.len() as u64
         + n.children
             .iter()
@@ -371,13 +372,21 @@ fn subtree_tokens(tree: &Tree, node: NodeId) -> u64 {
             .sum::<u64>()
 }
 
-fn sample(tree: &Tree, leaf: NodeId, tokens: u64, problem: &Problem) -> SampleRecord {
+fn sample(
+    tree: &Tree,
+    leaf: NodeId,
+    tokens: u64,
+    problem: &Problem,
+    verified: bool,
+) -> SampleRecord {
     let node = &tree.nodes[leaf];
     SampleRecord {
         answer: node.answer.clone(),
         correct: node.answer.as_deref().is_some_and(|a| problem.check(a)),
         mean_logprob: node.scores.mean_logprob,
         tokens,
+        // A verified pool's leaves hold the verifier's P(yes) as their value.
+        verifier: node.scores.value.filter(|_| verified),
     }
 }
 
@@ -391,20 +400,24 @@ fn run_record(
     let samples = match mode {
         // The root's children are the samples; each is a chain ending in its answer.
         SweepMode::Pool { .. } => tree.root().map_or_else(Vec::new, |root| {
+            let verified = cost.verify_tokens > 0;
             root.children
                 .iter()
-                .map(|&c| sample(tree, chain_end(tree, c), subtree_tokens(tree, c), problem))
+                .map(|&c| {
+                    let end = chain_end(tree, c);
+                    sample(tree, end, subtree_tokens(tree, c), problem, verified)
+                })
                 .collect()
         }),
         SweepMode::Single => tree
             .chosen
-            .map(|c| sample(tree, c, cost.generated_tokens, problem))
+            .map(|c| sample(tree, c, cost.generated_tokens, problem, false))
             .into_iter()
             .collect(),
         SweepMode::PerBudget { .. } => tree
             .leaves()
-            .filter(|l| l.id != NodeId(0) && l.answer.is_some())
-            .map(|l| sample(tree, l.id, 0, problem))
+            .filter(|l| l.id != NodeId(0) && l.answer.is_some() && l.kind != NodeKind::Evaluation)
+            .map(|l| sample(tree, l.id, 0, problem, false))
             .collect(),
     };
     RunRecord {

@@ -65,6 +65,10 @@ impl StrategyDef for Beam {
                         "path confidence: mean token log-probability",
                     ),
                     ("self-verify", "the model judges each partial path"),
+                    (
+                        "progress",
+                        "consensus progress: K forced-answer probes from the step's end; keeps the steps whose probes agree with the run's majority answer (MRT)",
+                    ),
                 ],
                 "mean-logprob",
             ),
@@ -111,6 +115,12 @@ impl StrategyDef for Beam {
             for b in candidates {
                 let score = match scorer {
                     Scorer::SelfVerify => ctx.verify(&b)?,
+                    // p̂ moves in steps of 1/K; confidence (< 0.01) breaks ties between equal p̂.
+                    Scorer::Progress => {
+                        let p = ctx.progress_score(&b)?;
+                        let confidence = ctx.path_mean_logprob(b.node).map_or(0.0, f32::exp);
+                        p + 0.01 * confidence
+                    }
                     _ => ctx.path_mean_logprob(b.node).unwrap_or(f32::NEG_INFINITY),
                 };
                 let mut scores = ctx.tree().nodes[b.node].scores.clone();

@@ -60,6 +60,15 @@ impl StrategyDef for BestOfN {
         }
     }
 
+    fn lab_mode_for(&self, p: &Params) -> LabMode {
+        match p.text("scorer") {
+            Ok("self-verify") => LabMode::Pool {
+                rule: PoolRule::Verifier,
+            },
+            _ => self.lab_mode(),
+        }
+    }
+
     fn run(&self, ctx: &mut Ctx, p: &Params) -> Result<()> {
         let (n, scorer) = (p.count("n")?, Scorer::from_knob(p.text("scorer")?)?);
         let root = ctx.start(true, false)?;

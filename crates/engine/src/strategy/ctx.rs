@@ -17,6 +17,7 @@ use crate::generate::PromptFormat;
 use crate::model::sampling::{Sampler, SamplingParams, TokenInfo};
 use crate::model::template::Message;
 use crate::model::thinking::ThinkingFormat;
+use crate::progress::{self, Probe, Progress, ProgressBasis, ProgressConfig};
 pub use crate::service::{BranchStop, StopRule};
 use crate::service::{
     GenBranch, GenerateRequest, NextToken, OpCost, RunControl, SeqId, SequenceService, Served,
@@ -360,14 +361,17 @@ impl Ctx {
                 segment,
             });
         }
-        Ok(Branch {
+        let root = Branch {
             seq,
             node,
             next,
             sampler: self.new_sampler(greedy)?,
             stop: None,
             len,
-        })
+        };
+        // The prompt's probes are the baseline the first step's Δp̂ is measured against.
+        self.auto_probe(&root)?;
+        Ok(root)
     }
 
     /// Where the prompt `ids` leave the model's thinking: after its last delimiter, or ahead of
@@ -551,9 +555,20 @@ impl Ctx {
     /// Insert `text` after `from` in a new forced node (e.g. "Wait"), computing it in one pass.
     /// The new node's tokens carry the model's log-probabilities for the inserted text.
     pub fn force(&mut self, from: &Branch, text: &str, label: &str) -> Result<Branch> {
+        self.force_as(from, text, label, NodeKind::Forced)
+    }
+
+    /// [`Self::force`] into a node of the given kind (an evaluation question, say).
+    fn force_as(
+        &mut self,
+        from: &Branch,
+        text: &str,
+        label: &str,
+        kind: NodeKind,
+    ) -> Result<Branch> {
         let ids = self.service.encode(text)?;
         let seq = one(self.fork_seqs(from.seq, 1)?)?;
-        let node = self.add_node(Some(from.node), NodeKind::Forced, label, "", None);
+        let node = self.add_node(Some(from.node), kind, label, "", None);
         let mut branch = Branch {
             seq,
             node,
@@ -617,6 +632,10 @@ impl Ctx {
             node: b.node,
             answer: answer.clone(),
         });
+        // A failed probe leaves the node without progress; a cancel shows in the next call.
+        if let Err(e) = self.auto_probe(b) {
+            tracing::debug!("progress probes of node {} stopped: {e}", b.node);
+        }
         answer
     }
 
@@ -678,6 +697,15 @@ impl Ctx {
     /// Ask the model whether the answer on `b`'s path is correct; returns P(yes) / (P(yes) + P(no))
     /// and records the question as an evaluation node.
     pub fn verify(&mut self, b: &Branch) -> Result<f32> {
+        // P(yes) is read from the next-token distribution, never from sampled text: a service
+        // that reports no log-probabilities cannot verify, and says so instead of scoring 0.5.
+        let caps = &self.info().capabilities;
+        if caps.top_alternatives == 0 && !caps.full_logprobs {
+            return Err(EngineError::InvalidParameter(format!(
+                "the self-verifier reads P(\"yes\") from next-token log-probabilities, which {} does not report; choose another scorer",
+                self.info().device
+            )));
+        }
         let question = "Is the answer above correct? Reply with yes or no.";
         let suffix = match self.config.format {
             PromptFormat::Auto => {
@@ -698,7 +726,9 @@ impl Ctx {
             PromptFormat::Raw => None,
         }
         .unwrap_or_else(|| format!("\n\nQuestion: {question}\nReply:"));
-        let eval = self.force(b, &suffix, "verify")?;
+        let before = self.cost.prompt_tokens_computed;
+        let eval = self.force_as(b, &suffix, "verify", NodeKind::Evaluation)?;
+        self.cost.verify_tokens += self.cost.prompt_tokens_computed - before;
         let mut ids: Vec<u32> = Vec::new();
         let mut yes_ids = 0;
         for (k, words) in [
@@ -743,8 +773,219 @@ impl Ctx {
         Ok(value)
     }
 
+    /// The run's progress-probe settings, when probes are on.
+    pub fn progress_config(&self) -> Option<&ProgressConfig> {
+        self.config.progress.as_ref()
+    }
+
+    /// Probe the node when the run has probes on and the node is the prompt or a step; only a
+    /// cancel is an error (a probe that cannot run leaves the node without progress).
+    fn auto_probe(&mut self, b: &Branch) -> Result<()> {
+        let Some(settings) = self.config.progress.clone() else {
+            return Ok(());
+        };
+        if !matches!(
+            self.tree.nodes[b.node].kind,
+            NodeKind::Prompt | NodeKind::Generated | NodeKind::Manual
+        ) {
+            return Ok(());
+        }
+        match self.probe(b, &settings) {
+            Err(EngineError::Cancelled) => Err(EngineError::Cancelled),
+            Err(e) => {
+                tracing::warn!("no progress for node {}: {e}", b.node);
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Estimate the progress of `b`'s node (unless it has an estimate): append the "time is up"
+    /// cue to a fork of its sequence once, fork that K times (no prefix token is recomputed),
+    /// sample a short answer in each, and score the answers against the expected answer or the
+    /// run's consensus. The probes' cost goes to the `probe_*` meters, not the strategy's; they
+    /// add no nodes and are not charged to the run's token budget.
+    pub fn probe(&mut self, b: &Branch, settings: &ProgressConfig) -> Result<()> {
+        settings.validate()?;
+        if self.tree.nodes[b.node].progress.is_some() {
+            return Ok(());
+        }
+        let _span =
+            tracing::debug_span!("probe", node = b.node.index(), k = settings.probes).entered();
+        let started = Instant::now();
+        let mut held = Vec::new();
+        let result = self.run_probes(b, settings, &mut held);
+        if !held.is_empty() {
+            self.service.release(&held);
+        }
+        self.cost.probe_secs += started.elapsed().as_secs_f64();
+        let (probes, cue_tokens) = result?;
+        self.cost.probed_nodes += 1;
+        let (basis, expected) = match &self.config.expected_answer {
+            Some(e) => (ProgressBasis::Expected, Some(e.clone())),
+            None => (ProgressBasis::Consensus, None),
+        };
+        self.tree.nodes[b.node].progress = Some(Progress {
+            p_hat: 0.0,
+            delta: None,
+            basis,
+            reference: None,
+            at_tokens: self.tree.path_tokens(b.node).len(),
+            prefix_tokens: b.len,
+            cue_tokens,
+            temperature: settings.temperature,
+            probes,
+        });
+        // In consensus mode the reference is the majority so far, this node's probes included;
+        // the run's end rescores every node against the final majority.
+        let reference = expected.or_else(|| progress::consensus(&self.tree));
+        if let Some(p) = progress::rescored(&self.tree, b.node, basis, reference.as_deref()) {
+            self.emit(Event::NodeProgress {
+                run: self.run,
+                node: b.node,
+                progress: p,
+            });
+        }
+        self.maybe_emit_cost(false);
+        Ok(())
+    }
+
+    /// The probes themselves; every sequence they make goes into `held` for release.
+    fn run_probes(
+        &mut self,
+        b: &Branch,
+        settings: &ProgressConfig,
+        held: &mut Vec<SeqId>,
+    ) -> Result<(Vec<Probe>, usize)> {
+        let cue = progress::cue_for(&self.tree.path_text(b.node));
+        let ids = self.service.encode(&cue)?;
+        let cue_tokens = ids.len();
+        let served = self.service.fork(&self.control, b.seq, 1)?;
+        self.add_probe_cost(&served.cost);
+        held.extend(&served.value);
+        let cue_seq = one(served.value)?;
+        let served = self.service.append(&self.control, vec![(cue_seq, ids)])?;
+        self.add_probe_cost(&served.cost);
+        self.cost.probe_cue_tokens += served.cost.prompt_tokens_computed;
+        let k = settings.probes;
+        let served = self.service.fork(&self.control, cue_seq, k)?;
+        self.add_probe_cost(&served.cost);
+        held.extend(&served.value);
+        if served.value.len() != k {
+            return Err(EngineError::WorkerGone(format!(
+                "asked for {k} probe forks, got {}",
+                served.value.len()
+            )));
+        }
+        let branches = served
+            .value
+            .iter()
+            .enumerate()
+            .map(|(i, &seq)| {
+                let params = progress::probe_sampling(
+                    settings,
+                    self.config.top_p,
+                    self.config.seed,
+                    b.node,
+                    i,
+                );
+                Ok(GenBranch {
+                    seq,
+                    sampler: Sampler::new(params)?,
+                    prior_text: String::new(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let request = GenerateRequest {
+            branches,
+            rule: StopRule::one_step(settings.probe_tokens),
+            budget: None,
+        };
+        let mut texts = vec![String::new(); k];
+        let mut counts = vec![0usize; k];
+        let mut on_token = |i: usize, t: TokenInfo| {
+            if let (Some(text), Some(n)) = (texts.get_mut(i), counts.get_mut(i)) {
+                text.push_str(&t.text);
+                *n += 1;
+            }
+        };
+        let generated = self.service.generate(&self.control, request, &mut on_token);
+        self.add_probe_cost(&generated.cost);
+        let outcomes = generated.value?;
+        if outcomes.len() != k {
+            return Err(EngineError::WorkerGone(
+                "probes answered for another number of branches".into(),
+            ));
+        }
+        let probes = texts
+            .into_iter()
+            .zip(counts)
+            .zip(outcomes)
+            .map(|((text, tokens), o)| Probe {
+                answer: extract_answer(&format!("{cue}{text}")),
+                text,
+                tokens,
+                stop: Some(o.stop),
+                matched: false,
+            })
+            .collect();
+        Ok((probes, cue_tokens))
+    }
+
+    fn add_probe_cost(&mut self, c: &OpCost) {
+        self.cost.probe_tokens += c.prompt_tokens_computed + c.generated_tokens;
+        self.cost.probe_tokens_reused += c.tokens_reused;
+        self.cost.probe_flops += c.flops;
+        self.cost.probe_energy_joules += c.energy_joules;
+    }
+
+    /// Progress as a search scorer: p̂ of `b`'s node (probing it first, with the run's settings
+    /// or the defaults) against the run's consensus so far — never the expected answer, so a
+    /// search guided by it does not peek at the answer.
+    pub fn progress_score(&mut self, b: &Branch) -> Result<f32> {
+        let settings = self.config.progress.clone().unwrap_or_default();
+        self.probe(b, &settings)?;
+        let reference = progress::consensus(&self.tree);
+        Ok(progress::p_hat_against(&self.tree, b.node, reference.as_deref()).unwrap_or(0.0))
+    }
+
+    /// In consensus mode, score every probed node against the run's final consensus.
+    fn rescore_progress(&mut self) {
+        if self.config.expected_answer.is_some() {
+            return;
+        }
+        let reference = progress::consensus(&self.tree);
+        let probed: Vec<NodeId> = self
+            .tree
+            .nodes
+            .iter()
+            .filter(|n| n.progress.is_some())
+            .map(|n| n.id)
+            .collect();
+        let updates: Vec<(NodeId, Progress)> = probed
+            .into_iter()
+            .filter_map(|id| {
+                let p = progress::rescored(
+                    &self.tree,
+                    id,
+                    ProgressBasis::Consensus,
+                    reference.as_deref(),
+                )?;
+                (self.tree.nodes[id].progress.as_ref() != Some(&p)).then_some((id, p))
+            })
+            .collect();
+        for (node, progress) in updates {
+            self.emit(Event::NodeProgress {
+                run: self.run,
+                node,
+                progress,
+            });
+        }
+    }
+
     /// Finish the run: free sequences the strategy did not release and report the final cost.
     pub(crate) fn finish_run(&mut self) -> (Tree, Vec<u32>, CostSnapshot) {
+        self.rescore_progress();
         self.maybe_emit_cost(true);
         (self.tree.clone(), self.prompt_ids.clone(), self.cost())
     }

@@ -72,6 +72,10 @@ impl StrategyDef for Mcts {
                         "rollout answers that agree with earlier ones score higher",
                     ),
                     ("self-eval", "the model judges the rollout: P(yes)"),
+                    (
+                        "progress",
+                        "consensus progress at the expanded step: K forced-answer probes from its end, scored against the run's majority answer (MRT)",
+                    ),
                 ],
                 "agreement",
             ),
@@ -88,7 +92,7 @@ impl StrategyDef for Mcts {
             p.count("iterations")?,
             p.count("step_tokens")?,
         );
-        let (exploration, self_eval) = (p.real("exploration")?, p.text("value")? == "self-eval");
+        let (exploration, value_rule) = (p.real("exploration")?, p.text("value")?.to_owned());
         let root = ctx.start(true, false)?;
         let mut nodes = vec![SearchNode {
             branch: root,
@@ -155,9 +159,14 @@ impl StrategyDef for Mcts {
             };
             roll.stop = roll.stop.or(Some(super::BranchStop::MaxTokens));
             let (last, answer) = conclude(ctx, roll)?;
-            let value = match self_eval {
-                true => ctx.verify(&last)?,
-                false => {
+            let value = match value_rule.as_str() {
+                "self-eval" => ctx.verify(&last)?,
+                // How often short forced answers from the expanded step agree with the majority.
+                "progress" => {
+                    let b = nodes[leaf].branch.clone();
+                    ctx.progress_score(&b)?
+                }
+                _ => {
                     let earlier = rollouts.len() as f32;
                     let agree = rollouts
                         .iter()
@@ -184,7 +193,7 @@ impl StrategyDef for Mcts {
                     value: Some(n.value_sum / n.visits as f32),
                     visits: Some(n.visits),
                     mean_logprob: ctx.path_mean_logprob(n.branch.node),
-                    votes: None,
+                    ..ctx.tree().nodes[n.branch.node].scores.clone()
                 };
                 let node = n.branch.node;
                 up = n.parent;

@@ -14,6 +14,7 @@ mod mcts;
 pub mod registry;
 mod self_consistency;
 mod system1;
+mod weighted_vote;
 
 use std::sync::Arc;
 
@@ -24,8 +25,10 @@ pub use self::manual::ManualBranch;
 pub use self::registry::{
     register, registry, Knob, KnobKind, KnobValue, LabMode, Params, PoolRule, Role, StrategyDef,
 };
+pub use self::weighted_vote::{weighted_vote, WeightedTally};
 use crate::error::{EngineError, Result};
 use crate::generate::PromptFormat;
+use crate::progress::ProgressConfig;
 use crate::tree;
 
 /// The built-in strategies, in menu order: the registry's starting content.
@@ -35,6 +38,7 @@ fn builtin() -> Vec<Arc<dyn StrategyDef>> {
         Arc::new(chain_of_thought::ChainOfThought),
         Arc::new(best_of_n::BestOfN),
         Arc::new(self_consistency::SelfConsistency),
+        Arc::new(weighted_vote::WeightedVote),
         Arc::new(beam::Beam),
         Arc::new(mcts::Mcts),
         Arc::new(budget_forcing::BudgetForcing),
@@ -52,6 +56,9 @@ pub enum Scorer {
     SelfVerify,
     /// Exact check against the known answer (falls back to mean log-prob when none is given).
     Exact,
+    /// Consensus progress: p̂ from K forced-answer probes at the candidate's end, against the
+    /// run's most common probe answer so far (never the known answer).
+    Progress,
 }
 
 impl Scorer {
@@ -61,8 +68,9 @@ impl Scorer {
             "mean-logprob" => Ok(Self::MeanLogprob),
             "self-verify" => Ok(Self::SelfVerify),
             "exact" => Ok(Self::Exact),
+            "progress" => Ok(Self::Progress),
             other => Err(EngineError::InvalidParameter(format!(
-                "unknown scorer '{other}' (mean-logprob, self-verify, exact)"
+                "unknown scorer '{other}' (mean-logprob, self-verify, exact, progress)"
             ))),
         }
     }
@@ -285,6 +293,10 @@ pub struct RunConfig {
     /// think (or not) as they always do.
     #[serde(default)]
     pub thinking: Option<bool>,
+    /// Progress probes: when set, the context probes every step node it finishes (and the
+    /// prompt) with K forced-answer continuations (see [`crate::progress`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressConfig>,
 }
 
 /// Largest token budget accepted for one run.
@@ -304,6 +316,7 @@ impl RunConfig {
             budget_tokens: None,
             expected_answer: None,
             thinking: None,
+            progress: None,
         }
     }
 
@@ -334,6 +347,9 @@ impl RunConfig {
                     "token budget {b} is outside [1, {MAX_BUDGET_TOKENS}]"
                 ));
             }
+        }
+        if let Some(p) = &self.progress {
+            p.validate()?;
         }
         self.strategy.validate()
     }

@@ -348,6 +348,18 @@ pub enum PoolRule {
     Majority,
     /// The sample the model is most confident in (highest mean log-probability).
     MostConfident,
+    /// The sample the self-verifier rates highest (P("yes") to "is this answer correct?").
+    Verifier,
+    /// A vote in which each sample's answer counts with its verifier score (Snell et al. 2024's
+    /// weighted best-of-N).
+    WeightedMajority,
+}
+
+impl PoolRule {
+    /// Whether judging by this rule needs each sample's verifier score (and pays for it).
+    pub fn uses_verifier(self) -> bool {
+        matches!(self, Self::Verifier | Self::WeightedMajority)
+    }
 }
 
 /// How the lab sweeps a strategy over budgets N.
@@ -444,6 +456,12 @@ pub trait StrategyDef: Send + Sync + 'static {
 
     /// How the lab sweeps it.
     fn lab_mode(&self) -> LabMode;
+
+    /// How the lab sweeps it with these knob values (a scorer knob can change how a pool is
+    /// judged); by default [`Self::lab_mode`].
+    fn lab_mode_for(&self, _params: &Params) -> LabMode {
+        self.lab_mode()
+    }
 
     /// The knob values a common flag sets (`--samples 4`): by default the knobs declared with
     /// that role.

@@ -24,15 +24,23 @@ impl StrategyDef for SelfConsistency {
     }
 
     fn knobs(&self) -> Vec<Knob> {
-        vec![Knob::int(
-            "n",
-            "Samples",
-            "How many reasoning traces to sample and vote over.",
-            1,
-            64,
-            5,
-        )
-        .role(Role::Samples)]
+        vec![
+            Knob::int(
+                "n",
+                "Samples",
+                "How many reasoning traces to sample and vote over.",
+                1,
+                64,
+                5,
+            )
+            .role(Role::Samples),
+            Knob::flag(
+                "verify",
+                "Verify samples",
+                "Also ask the model whether each sample's answer is correct and keep P(yes) as its score (the vote is unchanged; the lab's verifier curves read it).",
+                false,
+            ),
+        ]
     }
 
     fn lab_mode(&self) -> LabMode {
@@ -42,19 +50,26 @@ impl StrategyDef for SelfConsistency {
     }
 
     fn run(&self, ctx: &mut Ctx, p: &Params) -> Result<()> {
-        let n = p.count("n")?;
+        let (n, verify) = (p.count("n")?, p.flag("verify")?);
         let root = ctx.start(true, false)?;
         let mut samples = ctx.fork(&root, n, false, |i| format!("sample {}", i + 1))?;
         let max = ctx.config().max_tokens;
         ctx.generate(&mut samples, &StopRule::to_end(max))?;
         let mut leaves = Vec::new();
+        let mut verified = Vec::new();
         for b in samples {
             let (last, answer) = conclude(ctx, b)?;
+            verified.push(if verify {
+                Some(ctx.verify(&last)?)
+            } else {
+                None
+            });
             leaves.push((last.node, answer));
         }
         let (tally, winner) = vote(ctx, &leaves);
-        for (node, answer) in &leaves {
+        for ((node, answer), value) in leaves.iter().zip(verified) {
             let mut scores = ctx.tree().nodes[*node].scores.clone();
+            scores.value = value.or(scores.value);
             scores.votes = answer
                 .as_ref()
                 .map(|a| tally.get(&normalize(a)).copied().unwrap_or(0));
