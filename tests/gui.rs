@@ -620,6 +620,21 @@ fn the_device_menu_moves_the_model_and_keeps_it_when_that_fails() {
         matches!(a.panes[0].status, PaneStatus::Done(_))
     });
     assert!(h.state().panes[0].run.tree.nodes.len() >= 2);
+
+    // Back to the CPU: the GPU model (and its wgpu device) is freed once its worker has gone,
+    // before the test ends (a device left to process exit can crash the software driver's
+    // teardown).
+    let gpu = std::sync::Arc::downgrade(&h.state().local_model().expect("a local model"));
+    let ctx = h.ctx.clone();
+    h.state_mut().set_device(&ctx, DevicePref::Cpu);
+    wait_for(&mut h, "the reload on the CPU", |a| !a.loading());
+    assert!(h
+        .state()
+        .device_line()
+        .is_some_and(|l| l.starts_with("CPU")));
+    wait_for(&mut h, "the old model to be freed", |_| {
+        gpu.strong_count() == 0
+    });
 }
 
 fn config(dir: &Path) -> std::path::PathBuf {

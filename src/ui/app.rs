@@ -227,6 +227,14 @@ impl ThinkscopeApp {
         }
     }
 
+    /// The local model in use, if one is loaded (not a server).
+    pub fn local_model(&self) -> Option<std::sync::Arc<thinkscope_engine::Model>> {
+        match &self.model {
+            ModelSlot::Ready { model, .. } => model.clone(),
+            _ => None,
+        }
+    }
+
     /// Whether the model is loaded and the worker running.
     pub fn model_ready(&self) -> bool {
         matches!(self.model, ModelSlot::Ready { .. })
