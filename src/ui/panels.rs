@@ -295,7 +295,7 @@ pub fn notices_ui(ctx: &egui::Context, notices: &[Notice]) -> Vec<Action> {
                             Color32::from_rgb(120, 200, 140)
                         };
                         ui.label(
-                            RichText::new(if n.error { "!" } else { "✓" })
+                            RichText::new(if n.error { "!" } else { "i" })
                                 .strong()
                                 .color(color),
                         );

@@ -1,5 +1,5 @@
 //! End-to-end tests on the real default model (SmolLM2-135M-Instruct Q4_1), fetched if missing,
-//! checked against llama.cpp's outputs in `tests/data/` (copied from `../shared/reference/`).
+//! checked against llama.cpp's outputs in `tests/data/` (reproduced by `tests/data/make_reference.py`).
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
