@@ -3,40 +3,19 @@
 //! print that they skipped and why; CI sets THINKSCOPE_REQUIRE_LLAMA_SERVER=1, which turns a
 //! missing venv into a failure.
 
-use std::io::Write;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use thinkscope_remote::llama_server::{LlamaServer, LlamaServerOptions, StartError};
+use thinkscope_remote::llama_server::{LlamaServer, LlamaServerOptions};
 use thinkscope_remote::pool::run_bounded;
 use thinkscope_remote::{
     ApiKey, Client, CompletionParams, Dialect, Prompt, RemoteError, ServerConfig, TokenizeRoute,
 };
 
-fn model_path() -> PathBuf {
-    let dir = std::env::var_os("THINKSCOPE_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
-    dir.join("SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
-/// A server, or `None` after printing why the test is skipped.
-fn server(options: &LlamaServerOptions) -> Option<LlamaServer> {
-    match LlamaServer::start(&model_path(), options) {
-        Ok(s) => Some(s),
-        Err(StartError::NoVenv(why))
-            if std::env::var("THINKSCOPE_REQUIRE_LLAMA_SERVER").as_deref() != Ok("1") =>
-        {
-            // Straight to stderr: libtest captures eprintln! of passing tests.
-            let _ = writeln!(std::io::stderr(), "skipped: {why}");
-            None
-        }
-        Err(e) => panic!("llama-cpp-python server: {e}"),
-    }
-}
+mod common;
+use common::server_with as server;
 
 fn config(server: &LlamaServer) -> ServerConfig {
     let mut c = ServerConfig::new(server.base_url());

@@ -1,7 +1,6 @@
 //! The sequence service over the real llama-cpp-python server on the default model: prefill,
 //! fork, generate under each stop rule, append, next-token log-probs, costs and cancel.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,44 +11,10 @@ use thinkscope_engine::service::{
     BranchStop, GenBranch, GenerateRequest, RunControl, SequenceService, Served, StopRule,
 };
 use thinkscope_engine::EngineError;
-use thinkscope_remote::llama_server::{LlamaServer, LlamaServerOptions, StartError};
-use thinkscope_remote::service::{RemoteOptions, RemoteService, TemplateSource, SYNTHETIC_BASE};
-use thinkscope_remote::{Client, ServerConfig};
+use thinkscope_remote::service::SYNTHETIC_BASE;
 
-fn model_path() -> PathBuf {
-    let dir = std::env::var_os("THINKSCOPE_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
-    dir.join("SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
-fn server() -> Option<LlamaServer> {
-    match LlamaServer::start(&model_path(), &LlamaServerOptions::default()) {
-        Ok(s) => Some(s),
-        Err(StartError::NoVenv(why))
-            if std::env::var("THINKSCOPE_REQUIRE_LLAMA_SERVER").as_deref() != Ok("1") =>
-        {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "skipped: {why}");
-            None
-        }
-        Err(e) => panic!("llama-cpp-python server: {e}"),
-    }
-}
-
-fn service(server: &LlamaServer) -> RemoteService {
-    let mut cfg = ServerConfig::new(server.base_url());
-    cfg.api_key = None;
-    cfg.read_timeout = Duration::from_secs(120);
-    let client = Client::connect(cfg, None).expect("connect");
-    let options = RemoteOptions {
-        concurrency: 4,
-        // The model's own template, as the in-process engine renders it.
-        chat_template: TemplateSource::from_gguf(&model_path()).expect("gguf"),
-        ..RemoteOptions::default()
-    };
-    RemoteService::new(client, options).expect("service")
-}
+mod common;
+use common::{server, service};
 
 /// `Served<Result<T>>` → `Served<T>`, failing the test on an error.
 trait Ok<T> {

@@ -1,7 +1,6 @@
 //! Every strategy over the real llama-cpp-python server on the default model, through the same
 //! run manager the app and the CLI use; Stop mid-run; the server killed mid-run.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,44 +11,13 @@ use thinkscope_engine::strategy::{registry, Knobs, RunConfig, Strategy};
 use thinkscope_engine::tree::NodeKind;
 use thinkscope_engine::view::{run_to_end, RunView, Watch};
 use thinkscope_engine::worker::{Worker, WorkerOptions};
-use thinkscope_remote::llama_server::{LlamaServer, LlamaServerOptions, StartError};
-use thinkscope_remote::service::{RemoteOptions, RemoteService, TemplateSource};
-use thinkscope_remote::{Client, ServerConfig};
+use thinkscope_remote::llama_server::LlamaServer;
 
-fn model_path() -> PathBuf {
-    let dir = std::env::var_os("THINKSCOPE_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
-    dir.join("SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
-fn server() -> Option<LlamaServer> {
-    match LlamaServer::start(&model_path(), &LlamaServerOptions::default()) {
-        Ok(s) => Some(s),
-        Err(StartError::NoVenv(why))
-            if std::env::var("THINKSCOPE_REQUIRE_LLAMA_SERVER").as_deref() != Ok("1") =>
-        {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "skipped: {why}");
-            None
-        }
-        Err(e) => panic!("llama-cpp-python server: {e}"),
-    }
-}
+mod common;
+use common::{server, service};
 
 fn worker(server: &LlamaServer) -> Worker {
-    let mut cfg = ServerConfig::new(server.base_url());
-    cfg.api_key = None;
-    cfg.read_timeout = Duration::from_secs(120);
-    let client = Client::connect(cfg, None).expect("connect");
-    let options = RemoteOptions {
-        concurrency: 4,
-        // The model's own template, as the in-process engine renders it.
-        chat_template: TemplateSource::from_gguf(&model_path()).expect("gguf"),
-        ..RemoteOptions::default()
-    };
-    let service: Arc<dyn SequenceService> =
-        Arc::new(RemoteService::new(client, options).expect("service"));
+    let service: Arc<dyn SequenceService> = Arc::new(service(server));
     Worker::with_service(service, WorkerOptions::default(), Arc::new(|| {})).expect("worker")
 }
 
